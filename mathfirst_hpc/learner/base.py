@@ -1,0 +1,75 @@
+"""The learner backend interface. ``torch`` (one process or torch.distributed DDP) and ``megatron``
+(Megatron-core TP/PP/DP) implement it; the SFT and DAPO objectives in ``learner/sft.py`` and
+``learner/dapo.py`` are written once against it.
+
+Batches are right-padded token rows. ``loss_fn`` receives per-token log-probs (and entropy) of ``input_ids``
+under the current policy, aligned so that ``logprobs[:, t]`` is log p(input_ids[:, t] | input_ids[:, :t]) and
+``logprobs[:, 0] == 0``; it returns a scalar loss already normalised for the *whole* optimizer step (the
+objective computes the normaliser over every micro-batch and DP rank first), plus float metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+
+
+@dataclass
+class TokenBatch:
+    input_ids: torch.Tensor
+    """[B, T] prompt + response tokens, right padded."""
+    attention_mask: torch.Tensor
+    """[B, T] 1 on real tokens."""
+    loss_mask: torch.Tensor
+    """[B, T] 1 on the tokens whose log-prob is trained (response / assistant tokens)."""
+    old_logprobs: torch.Tensor | None = None
+    """[B, T] rollout log-probs of the same tokens (RL only), 0 where loss_mask is 0."""
+    advantages: torch.Tensor | None = None
+    """[B] per-sequence advantage (RL only)."""
+    ref_logprobs: torch.Tensor | None = None
+    """[B, T] reference-policy log-probs, only when a KL term is on."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> "TokenBatch":
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        return TokenBatch(**moved)
+
+    @property
+    def num_sequences(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, TokenBatch], tuple[torch.Tensor, dict[str, float]]]
+"""(logprobs [B,T], entropy [B,T], batch) -> (loss, metrics)."""
+
+
+class LearnerBackend(Protocol):
+    rank: int
+    world_size: int
+
+    def forward_logprobs(self, batch: TokenBatch) -> torch.Tensor:
+        """Per-token log-probs [B, T] without gradient (for KL references and checks)."""
+        ...
+
+    def train_step(self, micro_batches: list[TokenBatch], loss_fn: LossFn) -> dict[str, float]:
+        """Forward/backward every micro-batch, all-reduce, clip, optimizer + scheduler step.
+        Returns summed loss metrics plus ``grad_norm`` and ``lr``."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Model, optimizer and scheduler state for ``checkpoint.save_checkpoint`` (this rank's shard)."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        ...
+
+    def export_hf(self, path: Path) -> None:
+        """Write HF-format weights (config.json + safetensors) that the rollout engines load."""
+        ...
+
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        """Full HF-named weights (gathered across TP/PP) for in-place rollout weight sync."""
+        ...

@@ -1,0 +1,95 @@
+"""``RunPaths``: the one owner of every path inside a run directory. Nobody else joins path strings.
+
+Layout::
+
+    RUN_DIR/
+      manifest.json                 stage status, iteration, checkpoints, job ids, shard checksums
+      manifest.json.lock            file lock serialising manifest updates
+      metrics.jsonl                 one JSON line per optimizer step / iteration, with "stage"
+      config/<stage>.yaml           the resolved config of each stage (resume reads it)
+      tokenizer/                    the tokenizer trained for the run (tiny preset) or copied from the model
+      logs/                         driver and learner logs; submitit job folders under logs/submitit/
+      rollouts/<stage>/iter_000007/shard_003.h5
+      checkpoints/<stage>/step_000012/   model, optimizer, cursor, RNG; complete once manifest.json is inside
+      sandbox/address.json          where the stage's sandbox server listens
+      eval/                         offline evaluation outputs
+      report/                       report.html, report.md and plots
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    def __init__(self, root: Path | str) -> None:
+        object.__setattr__(self, "root", Path(root).resolve())
+
+    # run level -------------------------------------------------------------------------------------------------
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def manifest_lock(self) -> Path:
+        return self.root / "manifest.json.lock"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def submitit_dir(self) -> Path:
+        return self.logs / "submitit"
+
+    @property
+    def sandbox_address(self) -> Path:
+        return self.root / "sandbox" / "address.json"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    # stage level -----------------------------------------------------------------------------------------------
+    def stage_config(self, stage: str) -> Path:
+        return self.root / "config" / f"{stage}.yaml"
+
+    def checkpoints(self, stage: str) -> Path:
+        return self.root / "checkpoints" / stage
+
+    def checkpoint(self, stage: str, step: int) -> Path:
+        return self.checkpoints(stage) / f"step_{step:06d}"
+
+    def rollouts(self, stage: str) -> Path:
+        return self.root / "rollouts" / stage
+
+    def iteration_dir(self, stage: str, iteration: int) -> Path:
+        return self.rollouts(stage) / f"iter_{iteration:06d}"
+
+    def shard(self, stage: str, iteration: int, shard_index: int) -> Path:
+        return self.iteration_dir(stage, iteration) / f"shard_{shard_index:03d}.h5"
+
+    def hf_export(self, stage: str, step: int) -> Path:
+        """HF-format weights the next rollout array loads (phases mode)."""
+        return self.checkpoint(stage, step) / "hf"
+
+    def make(self) -> "RunPaths":
+        for path in (self.root, self.logs, self.root / "config"):
+            path.mkdir(parents=True, exist_ok=True)
+        return self

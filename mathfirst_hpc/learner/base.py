@@ -22,7 +22,7 @@ class TokenBatch:
     input_ids: torch.Tensor
     """[B, T] prompt + response tokens, right padded."""
     attention_mask: torch.Tensor
-    """[B, T] 1 on real tokens."""
+    """[B, T] 1 on real tokens; or [B, 1, T, T] bool block-diagonal causal mask for packed SFT rows."""
     loss_mask: torch.Tensor
     """[B, T] 1 on the tokens whose log-prob is trained (response / assistant tokens)."""
     old_logprobs: torch.Tensor | None = None
@@ -31,6 +31,10 @@ class TokenBatch:
     """[B] per-sequence advantage (RL only)."""
     ref_logprobs: torch.Tensor | None = None
     """[B, T] reference-policy log-probs, only when a KL term is on."""
+    position_ids: torch.Tensor | None = None
+    """[B, T]; None = derived from a 2-D attention_mask. Packed rows restart positions per example."""
+    temperature: float = 1.0
+    """Logits are divided by this before log_softmax, as at sampling time (RL); 1.0 for SFT."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to(self, device: torch.device | str) -> "TokenBatch":

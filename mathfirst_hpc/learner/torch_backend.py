@@ -1,0 +1,127 @@
+"""torch learner backend: one process, or data parallel over torch.distributed (gloo on CPU, nccl on GPU) with
+the same code.
+
+Data parallelism is a flat all-reduce of gradients with SUM: the objectives normalise their loss over the whole
+optimizer step across every micro-batch *and* rank (DAPO's token-mean is over the global mini-batch), so summing
+per-rank gradients gives exactly the single-process gradient. Parameters start identical on every rank (same
+seed / broadcast from rank 0).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+from transformers import PreTrainedModel
+
+from ..config import OptimConfig
+from .base import LossFn, TokenBatch
+
+
+def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: float = 1.0
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log p(input_ids[t] | <t) and entropy, [B, T] each, position 0 = 0."""
+    logits = logits[:, :-1].float() / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    zero = torch.zeros_like(logp[:, :1])
+    return torch.cat([zero, logp], dim=1), torch.cat([zero, entropy], dim=1)
+
+
+def lr_lambda(cfg: OptimConfig, total_steps: int):
+    """Linear warmup, then constant or cosine decay to min_lr_ratio."""
+    def factor(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "constant":
+            return 1.0
+        span = max(1, total_steps - cfg.warmup_steps)
+        progress = min(1.0, (step - cfg.warmup_steps) / span)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+class TorchBackend:
+    def __init__(self, model: PreTrainedModel, optim: OptimConfig, total_steps: int,
+                 device: str | torch.device = "cpu") -> None:
+        self.model = model.to(device)
+        self.device = torch.device(device)
+        self.distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world_size = dist.get_world_size() if self.distributed else 1
+        if self.distributed:  # identical start on every rank
+            for tensor in list(self.model.parameters()) + list(self.model.buffers()):
+                dist.broadcast(tensor.data, src=0)
+        self.optim_cfg = optim
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=optim.lr, betas=(optim.beta1, optim.beta2),
+                                           eps=optim.eps, weight_decay=optim.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(optim, total_steps))
+
+    # LearnerBackend ----------------------------------------------------------------------------------------------
+    def _forward(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        attention = batch.attention_mask
+        positions = batch.position_ids
+        if positions is None:
+            positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        logits = self.model(input_ids=batch.input_ids, attention_mask=attention, position_ids=positions).logits
+        return token_logprobs(logits, batch.input_ids, batch.temperature)
+
+    @torch.no_grad()
+    def forward_logprobs(self, batch: TokenBatch) -> torch.Tensor:
+        self.model.eval()
+        logp, _ = self._forward(batch.to(self.device))
+        self.model.train()
+        return logp
+
+    def train_step(self, micro_batches: list[TokenBatch], loss_fn: LossFn) -> dict[str, float]:
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, float] = {}
+        for micro in micro_batches:
+            micro = micro.to(self.device)
+            logp, entropy = self._forward(micro)
+            loss, metrics = loss_fn(logp, entropy, micro)
+            loss.backward()
+            for key, value in metrics.items():
+                totals[key] = totals.get(key, 0.0) + float(value)
+        self._all_reduce_grads()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = self.optim_cfg.grad_clip if self.optim_cfg.grad_clip > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        totals["lr"] = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        totals["grad_norm"] = float(grad_norm)
+        return totals
+
+    def _all_reduce_grads(self) -> None:
+        if not self.distributed:
+            return
+        for p in self.model.parameters():
+            if p.grad is None:  # every rank must contribute the same tensors
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in self.model.parameters()]
+        flat = _flatten_dense_tensors(grads)
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        for grad, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
+            grad.copy_(synced)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+    def export_hf(self, path: Path) -> None:
+        self.model.save_pretrained(str(path), safe_serialization=True)
+
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach() for k, v in self.model.state_dict().items()}

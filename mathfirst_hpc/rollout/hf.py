@@ -1,0 +1,127 @@
+"""HF transformers rollout engine (CPU default; also works on one GPU).
+
+A plain sampling loop over the model's KV cache rather than ``model.generate``: it returns, for each sampled
+token, its log-probability under ``log_softmax(logits / temperature)`` over the full vocabulary, which is exactly
+what the learner recomputes (top-p only restricts which tokens can be sampled). Prompts are left-padded and
+batched; a sequence stops at an EOS token (finish reason ``stop``, EOS kept) or after ``max_new_tokens``
+(``length``). Sampling is seeded per call with a private ``torch.Generator``, so results do not depend on the
+global RNG.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .base import Sample, SamplingParams
+
+
+class HFEngine:
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, eos_token_ids: list[int],
+                 batch_size: int = 64, device: str | torch.device | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.eos_token_ids = list(eos_token_ids)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
+        self.batch_size = batch_size
+        self.device = torch.device(device) if device else next(model.parameters()).device
+        self.last_generate_s = 0.0
+        self.last_generated_tokens = 0
+
+    # RolloutEngine ---------------------------------------------------------------------------------------------
+    def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[list[Sample]]:
+        start = time.perf_counter()
+        flat = [(i, p) for i, p in enumerate(prompts) for _ in range(sampling.n)]
+        generator = torch.Generator(device="cpu").manual_seed(sampling.seed)
+        out: list[list[Sample]] = [[] for _ in prompts]
+        tokens = 0
+        for lo in range(0, len(flat), self.batch_size):
+            chunk = flat[lo:lo + self.batch_size]
+            for (index, prompt), sample in zip(chunk, self._generate_batch([p for _, p in chunk], sampling,
+                                                                          generator)):
+                sample.prompt_index = index
+                out[index].append(sample)
+                tokens += len(sample.token_ids)
+        self.last_generate_s = time.perf_counter() - start
+        self.last_generated_tokens = tokens
+        return out
+
+    def update_weights(self, state_dict: dict[str, Any]) -> None:
+        self.model.load_state_dict(state_dict, strict=False)
+
+    def close(self) -> None:
+        pass
+
+    # internals -------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _generate_batch(self, prompts: list[list[int]], sampling: SamplingParams,
+                        generator: torch.Generator) -> list[Sample]:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return self._sample_loop(prompts, sampling, generator)
+        finally:
+            self.model.train(was_training)
+
+    def _sample_loop(self, prompts: list[list[int]], sampling: SamplingParams,
+                     generator: torch.Generator) -> list[Sample]:
+        batch = len(prompts)
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((batch, width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            input_ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
+            attention[row, width - len(prompt):] = 1
+        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        eos = torch.tensor(self.eos_token_ids, device=self.device)
+        done = torch.zeros(batch, dtype=torch.bool, device=self.device)
+        new_tokens, new_logprobs = [], []
+        past = None
+        step_ids, step_pos = input_ids, positions
+        for _ in range(sampling.max_new_tokens):
+            out = self.model(input_ids=step_ids, attention_mask=attention, position_ids=step_pos,
+                             past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            logits = out.logits[:, -1, :].float() / sampling.temperature
+            logprobs = torch.log_softmax(logits, dim=-1)
+            token = self._sample(logprobs, sampling.top_p, generator)
+            token = torch.where(done, torch.full_like(token, self.pad_id), token)
+            new_tokens.append(token)
+            new_logprobs.append(logprobs.gather(-1, token[:, None]).squeeze(-1))
+            done = done | torch.isin(token, eos)
+            if bool(done.all()):
+                break
+            attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=-1)
+            step_pos = step_pos[:, -1:] + 1
+            step_ids = token[:, None]
+        tokens = torch.stack(new_tokens, dim=1).cpu()
+        logprobs = torch.stack(new_logprobs, dim=1).cpu()
+        return [self._to_sample(prompts[row], tokens[row], logprobs[row]) for row in range(batch)]
+
+    def _sample(self, logprobs: torch.Tensor, top_p: float, generator: torch.Generator) -> torch.Tensor:
+        probs = logprobs.exp()
+        if top_p < 1.0:
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            cumulative = sorted_probs.cumsum(-1)
+            # keep the smallest prefix whose mass reaches top_p (the first token is always kept)
+            drop = (cumulative - sorted_probs) >= top_p
+            sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        choice = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1)
+        return choice.to(logprobs.device)
+
+    def _to_sample(self, prompt: list[int], tokens: torch.Tensor, logprobs: torch.Tensor) -> Sample:
+        ids = tokens.tolist()
+        finish = "length"
+        for k, tok in enumerate(ids):
+            if tok in self.eos_token_ids:
+                ids, finish = ids[:k + 1], "stop"
+                break
+        lps = logprobs[:len(ids)].tolist()
+        text = self.tokenizer.decode([t for t in ids if t not in self.eos_token_ids], skip_special_tokens=False)
+        return Sample(prompt_index=-1, prompt_token_ids=list(prompt), token_ids=ids, logprobs=lps,
+                      finish_reason=finish, text=text)

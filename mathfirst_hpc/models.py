@@ -21,7 +21,11 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # 
 from transformers import (AutoModelForCausalLM, LlamaConfig, PreTrainedModel,  # noqa: E402
                           PreTrainedTokenizerFast, Qwen3Config)
 
+from transformers.utils import logging as hf_logging  # noqa: E402
+
 from .config import ModelConfig  # noqa: E402
+
+hf_logging.disable_progress_bar()  # our own bars show progress; per-file load/save bars are noise
 from .errors import ConfigError  # noqa: E402
 
 PAD = "<|endoftext|>"

@@ -89,6 +89,24 @@ class RunPaths:
         """HF-format weights the next rollout array loads (phases mode)."""
         return self.checkpoint(stage, step) / "hf"
 
+    # phases mode (Slurm driver) ------------------------------------------------------------------------------------
+    @property
+    def launch_file(self) -> Path:
+        """The cluster profile and executor the run was submitted with (resume and child jobs reuse them)."""
+        return self.root / "launch.json"
+
+    def iteration_plan(self, stage: str, iteration: int) -> Path:
+        """Driver record of an iteration: data cursor before/after, policy step, rollout metrics."""
+        return self.iteration_dir(stage, iteration) / "driver.json"
+
+    def kept_batch(self, stage: str, iteration: int) -> Path:
+        """The groups kept by dynamic sampling, as one shard the learner job reads."""
+        return self.iteration_dir(stage, iteration) / "kept.h5"
+
+    def driver_log(self, stage: str) -> Path:
+        """One JSON line per iteration: where the driver's wall time went (scheduling, tasks, rewards)."""
+        return self.logs / f"driver_{stage}.jsonl"
+
     def make(self) -> "RunPaths":
         for path in (self.root, self.logs, self.root / "config"):
             path.mkdir(parents=True, exist_ok=True)

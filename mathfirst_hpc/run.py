@@ -206,12 +206,23 @@ def save_stage_checkpoint(ctx: StageContext, backend, state: dict[str, Any], ste
 def load_latest(ctx: StageContext, backend) -> dict[str, Any] | None:
     latest = ckpt.latest_checkpoint(ctx.paths.checkpoints(ctx.stage))
     if latest is None:
+        _truncate_metrics(ctx, step=0)
         return None
     state = ckpt.load_rank_state(latest, rank=getattr(backend, "rank", 0) if _sharded(backend) else 0)
     backend.load_state_dict(state["backend"])
     ckpt.restore_rng(state["rng"])
+    _truncate_metrics(ctx, step=state["step"])
     log.info("resumed %s from %s", ctx.stage, latest)
     return state
+
+
+def _truncate_metrics(ctx: StageContext, step: int) -> None:
+    """Drop this stage's metric lines past the resumed step: the redone steps log them again, once."""
+    from .atomic import read_jsonl, write_text
+    rows = read_jsonl(ctx.paths.metrics)
+    keep = [r for r in rows if r.get("stage") != ctx.stage or r.get("step", 0) <= step]
+    if len(keep) != len(rows):
+        write_text(ctx.paths.metrics, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
 
 
 def _sharded(backend) -> bool:
@@ -520,7 +531,7 @@ def reward_router(ctx: StageContext) -> Iterator[Any]:
     cfg: RlStage = ctx.cfg  # type: ignore[assignment]
     reward_cfg = cfg.reward
     if "code" in cfg.data.mix and reward_cfg.sandbox.url is None:
-        from .sandbox import start_local_server
+        from .sandbox.server import start_local_server
         with start_local_server(workers=reward_cfg.sandbox.workers,
                                 isolation=reward_cfg.sandbox.isolation) as (url, _stop):
             import dataclasses

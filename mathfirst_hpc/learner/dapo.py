@@ -50,7 +50,8 @@ def group_advantages(rewards: np.ndarray, group_ids: np.ndarray, eps: float = 1e
         idx = np.flatnonzero(group_ids == gid)
         r = rewards[idx]
         std = r.std(ddof=1) if len(r) > 1 else 0.0
-        adv[idx] = (r - r.mean()) / (std + eps) if len(r) > 1 else 0.0
+        # an all-equal (or single-sample) group carries no signal: exactly 0, never 0/0
+        adv[idx] = (r - r.mean()) / (std + eps) if std > 0 else 0.0
     return adv
 
 
@@ -107,13 +108,13 @@ def token_pg_loss(logp: torch.Tensor, old_logp: torch.Tensor, adv: torch.Tensor,
     ratio = torch.exp(logp - old_logp)
     loss_unclipped = -adv * ratio
     loss_clipped = -adv * torch.clamp(ratio, 1 - cfg.clip_ratio_low, 1 + cfg.clip_ratio_high)
-    loss = torch.maximum(loss_unclipped, loss_clipped)
+    clipped = torch.maximum(loss_unclipped, loss_clipped)
     dual_bound = -adv * cfg.clip_ratio_c
-    loss = torch.where(adv < 0, torch.minimum(loss, dual_bound), loss)
+    loss = torch.where(adv < 0, torch.minimum(clipped, dual_bound), clipped)
     flags = {
         "clip_low": ((ratio < 1 - cfg.clip_ratio_low) & (adv < 0)).float(),
         "clip_high": ((ratio > 1 + cfg.clip_ratio_high) & (adv > 0)).float(),
-        "clip_dual": ((adv < 0) & (loss_unclipped > dual_bound) & (loss_clipped > dual_bound)).float(),
+        "clip_dual": ((adv < 0) & (clipped > dual_bound)).float(),
     }
     return loss, flags
 

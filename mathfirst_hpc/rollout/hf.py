@@ -10,6 +10,7 @@ global RNG.
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Any
 
@@ -28,6 +29,9 @@ class HFEngine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_token_ids[0]
         self.batch_size = batch_size
         self.device = torch.device(device) if device else next(model.parameters()).device
+        # transformers >= 5 names the KV cache argument "cache"; older releases "past_key_values"
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.last_generate_s = 0.0
         self.last_generated_tokens = 0
 
@@ -84,8 +88,8 @@ class HFEngine:
         step_ids, step_pos = input_ids, positions
         for _ in range(sampling.max_new_tokens):
             out = self.model(input_ids=step_ids, attention_mask=attention, position_ids=step_pos,
-                             past_key_values=past, use_cache=True)
-            past = out.past_key_values
+                             use_cache=True, logits_to_keep=1, **{self._cache_kw: past})
+            past = getattr(out, "cache", None) or out.past_key_values
             logits = out.logits[:, -1, :].float() / sampling.temperature
             logprobs = torch.log_softmax(logits, dim=-1)
             token = self._sample(logprobs, sampling.top_p, generator)

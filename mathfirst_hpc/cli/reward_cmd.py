@@ -1,10 +1,23 @@
-"""``mathfirst-hpc reward check|score``."""
+"""``mathfirst-hpc reward check|score``: score responses with the six-domain verifiers."""
 
 from __future__ import annotations
 
+import json
+
 import click
 
-from .common import not_built
+
+def _reward_config(sandbox_url: str | None, judge_backend: str, judge_model: str | None):
+    from ..config import JudgeConfig, RewardConfig, SandboxClientConfig
+    return RewardConfig(sandbox=SandboxClientConfig(url=sandbox_url),
+                        judge=JudgeConfig(backend=judge_backend, model_path=judge_model))  # type: ignore[arg-type]
+
+
+_sandbox_option = click.option("--sandbox-url", default=None, help="http://host:port of a running sandbox server "
+                               "(needed for code).")
+_judge_backend_option = click.option("--judge-backend", type=click.Choice(["none", "hf", "vllm"]), default="none",
+                                     show_default=True, help="Judge for free-form STEM answers.")
+_judge_model_option = click.option("--judge-model", default=None, help="Local judge model folder.")
 
 
 @click.group()
@@ -13,12 +26,31 @@ def reward() -> None:
 
 
 @reward.command("check")
-def check() -> None:
+@click.option("--domain", "-d", required=True,
+              help="math, stem, code, simulation, logic, tabular, or a Guru data_source (math__dapo, ...).")
+@click.option("--reference", "-r", required=True, help="The ground truth (code: JSON tests).")
+@click.option("--response", "-s", required=True, help="The model response to score.")
+@_sandbox_option
+@_judge_backend_option
+@_judge_model_option
+def check(domain: str, reference: str, response: str, sandbox_url: str | None, judge_backend: str,
+          judge_model: str | None) -> None:
     """Score one response against a reference; prints {score, verdict, reason}."""
-    not_built("reward check", "rewards")
+    from ..rewards.bulk import check as check_one
+
+    result = check_one(domain, reference, response, _reward_config(sandbox_url, judge_backend, judge_model))
+    click.echo(json.dumps({"score": result.score, "verdict": result.verdict, "reason": result.reason}))
 
 
 @reward.command("score")
-def score() -> None:
-    """Score a JSONL file of rows in bulk."""
-    not_built("reward score", "rewards")
+@click.argument("in_path", metavar="IN.jsonl", type=click.Path())
+@click.argument("out_path", metavar="OUT.jsonl", type=click.Path())
+@_sandbox_option
+@_judge_backend_option
+@_judge_model_option
+def score(in_path: str, out_path: str, sandbox_url: str | None, judge_backend: str, judge_model: str | None) -> None:
+    """Score a JSONL file of rows (data_source, response, reward_model.ground_truth) in bulk."""
+    from ..rewards.bulk import score_jsonl
+
+    summary = score_jsonl(in_path, out_path, _reward_config(sandbox_url, judge_backend, judge_model))
+    click.echo(json.dumps(summary))

@@ -17,6 +17,12 @@ from typing import Any, Iterator
 TMP_PREFIX = ".tmp-"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def fsync_dir(path: Path) -> None:
     """fsync a directory so that a rename inside it is durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -32,6 +38,7 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX + target.name + ".", dir=target.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; the result should look like any file we write
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -67,6 +74,7 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX + target.name + ".", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
         for root, _dirs, files in os.walk(tmp):

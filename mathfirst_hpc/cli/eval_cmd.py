@@ -1,16 +1,57 @@
-"""``mathfirst-hpc eval``, ``analyze`` and ``report``."""
+"""``mathfirst-hpc eval``, ``analyze skills`` and ``report``: parse, call one library function, print."""
 
 from __future__ import annotations
 
 import click
 
-from .common import not_built
-
 
 @click.command("eval")
-def eval_cmd() -> None:
-    """Offline batch benchmark evaluation of checkpoints."""
-    not_built("eval", "evaluation")
+@click.option("--checkpoint", "checkpoints", multiple=True, metavar="[LABEL=]PATH",
+              help="HF model folder or checkpoint folder (with hf/); repeat for several. Or use --run-dir.")
+@click.option("--run-dir", default=None, type=click.Path(file_okay=False),
+              help="Evaluate base and the final checkpoint of each stage of this run; one column per checkpoint.")
+@click.option("--benchmarks", "-b", required=True,
+              help="Comma list: math500, aime, humaneval, mbpp, livecodebench, gpqa_diamond, supergpqa, zebra_puzzle, "
+                   "arcagi, codeio, cruxeval_i, cruxeval_o, hitab, multihiertt, finqa, or all.")
+@click.option("--n", "n", default=1, show_default=True, type=int, help="Samples per problem (avg@n, pass@k).")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False),
+              help="Benchmark files: the Reasoning360 parquet layout or each benchmark's own format.")
+@click.option("--profile", default=None, help="Cluster profile (name or YAML path): run chunks as a Slurm job array.")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Output folder [default: RUN_DIR/eval with --run-dir, else ./eval_results].")
+@click.option("--backend", type=click.Choice(["hf", "vllm"]), default="hf", show_default=True,
+              help="Generation engine: HF transformers (CPU or one GPU) or vLLM (GPU).")
+@click.option("--temperature", default=0.6, show_default=True, type=float)
+@click.option("--top-p", default=1.0, show_default=True, type=float)
+@click.option("--max-new-tokens", default=1024, show_default=True, type=int, help="Response length limit (tokens).")
+@click.option("--max-prompt-len", default=2048, show_default=True, type=int, help="Prompt limit (tokens, left-cut).")
+@click.option("--chunk-size", default=64, show_default=True, type=int, help="Problems per chunk (unit of resume).")
+@click.option("--limit", default=None, type=int, help="Only the first LIMIT problems of each benchmark.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--batch-size", default=16, show_default=True, type=int, help="HF engine: sequences at once.")
+@click.option("--array-tasks", default=8, show_default=True, type=int, help="Slurm: array tasks per checkpoint.")
+@click.option("--sandbox-url", default=None, help="Running sandbox server for code [default: start a local one].")
+@click.option("--sandbox-isolation", type=click.Choice(["bwrap", "none"]), default="bwrap", show_default=True,
+              help="Isolation of the local sandbox ('none' only for trusted code).")
+def eval_cmd(checkpoints: tuple[str, ...], run_dir: str | None, benchmarks: str, n: int, data_dir: str | None,
+             profile: str | None, out: str | None, backend: str, temperature: float, top_p: float,
+             max_new_tokens: int, max_prompt_len: int, chunk_size: int, limit: int | None, seed: int,
+             batch_size: int, array_tasks: int, sandbox_url: str | None, sandbox_isolation: str) -> None:
+    """Offline batch benchmark evaluation of checkpoints; rerun the same command to resume."""
+    from ..config import RewardConfig, SandboxClientConfig
+    from ..eval.harness import EvalConfig, comparison_markdown, evaluate
+    from ..paths import RunPaths
+
+    cfg = EvalConfig(benchmarks=benchmarks.split(","), data_dir=data_dir, n=n, temperature=temperature, top_p=top_p,
+                     max_new_tokens=max_new_tokens, max_prompt_len=max_prompt_len, chunk_size=chunk_size,
+                     limit=limit, seed=seed, backend=backend, batch_size=batch_size,  # type: ignore[arg-type]
+                     array_tasks=array_tasks,
+                     reward=RewardConfig(sandbox=SandboxClientConfig(url=sandbox_url,
+                                                                     isolation=sandbox_isolation)))  # type: ignore[arg-type]
+    out = out or (str(RunPaths(run_dir).eval_dir) if run_dir else "eval_results")
+    table = evaluate(cfg, out, checkpoints, run_dir, profile, progress=lambda m: click.echo(m, err=True))
+    click.echo(comparison_markdown(table))
+    click.echo(f"results: {out}/<checkpoint>/summary.md, comparison: {out}/comparison.md")
 
 
 @click.group()
@@ -19,12 +60,30 @@ def analyze() -> None:
 
 
 @analyze.command("skills")
-def skills() -> None:
-    """Label responses for backtracking, verification, subgoal setting, enumeration."""
-    not_built("analyze skills", "evaluation")
+@click.argument("source", metavar="RUN_OR_RESULTS", type=click.Path(exists=True, file_okay=False))
+@click.option("--judge-model", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Local HF model folder of an LLM judge (classifier b); without it only the pattern classifier.")
+@click.option("--judge-backend", type=click.Choice(["hf", "vllm"]), default="hf", show_default=True)
+@click.option("--judge-max-new-tokens", default=48, show_default=True, type=int)
+def skills(source: str, judge_model: str | None, judge_backend: str, judge_max_new_tokens: int) -> None:
+    """Label evaluated responses for backtracking, verification, subgoal setting, enumeration, backward chaining."""
+    from ..analysis.skills import agreement_markdown, analyze_skills, eval_root_of, make_judge
+
+    judge = make_judge(judge_model, judge_backend, judge_max_new_tokens) if judge_model else None
+    result = analyze_skills(source, judge, progress=lambda m: click.echo(m, err=True))
+    folder = eval_root_of(source) / "skills"
+    click.echo((folder / "frequencies_pattern.md").read_text())
+    if "agreement" in result:
+        click.echo((folder / "frequencies_judge.md").read_text())
+        click.echo(agreement_markdown(result["agreement"]))
+    click.echo(f"labels and tables: {folder}")
 
 
 @click.command()
-def report() -> None:
-    """Write an HTML + markdown report with plots for a run dir."""
-    not_built("report", "evaluation")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+def report(run_dir: str) -> None:
+    """Write RUN_DIR/report/report.html (self-contained) and report.md with plots and tables."""
+    from ..analysis.report import build_report
+
+    written = build_report(run_dir)
+    click.echo(f"{written['html']}\n{written['markdown']}\n{len(written['plots'])} plot(s) in {written['html'].parent}")

@@ -81,10 +81,15 @@ def finalize_checkpoint(target: Path, meta: dict[str, Any], extra_dirs: tuple[st
     for root, _dirs, _files in os.walk(stage_dir):
         fsync_dir(Path(root))
     write_json(stage_dir / META, {**meta, "files": files})
-    if target.exists():  # a half-visible older attempt at the same step: replace it
-        shutil.rmtree(target)
+    old = None
+    if target.exists():  # an older save of the same step (e.g. before an emergency mid-step save): swap it
+        old = target.parent / f"{TMP_PREFIX}old-{target.name}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
     os.replace(stage_dir, target)
     fsync_dir(target.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return target
 
 

@@ -38,7 +38,7 @@ from .atomic import append_jsonl, atomic_dir, write_json
 from .config import RlStage, SftStage, StageConfig, dump_yaml, load_resolved, load_stage_config, to_dict
 from .data.base import Problem
 from .errors import RunDirError
-from .learner.base import TokenBatch
+from .learner.base import MicroStepInterrupt, PartialStep, TokenBatch
 from .learner.dapo import (DynamicSamplingState, global_counts, group_advantages, informative_groups,
                            make_dapo_loss, overlong_penalty)
 from .learner.sft import collate_packed, collate_padded, make_sft_loss, tokenize_example
@@ -145,9 +145,16 @@ class StageContext:
             self.timings[part] = self.timings.get(part, 0.0) + time.perf_counter() - start
 
 
-def make_context(paths: RunPaths, cfg: StageConfig, should_stop: StopCheck = _never,
+def make_context(paths: RunPaths, cfg: StageConfig, should_stop: StopCheck | None = _never,
                  progress: bool = True) -> StageContext:
-    return StageContext(paths, cfg, ensure_tokenizer(paths, cfg), Manifest(paths), should_stop, progress)
+    """``should_stop=None``: stop on SIGTERM/SIGUSR1 or when the Slurm allocation's time left is below the
+    measured checkpoint save time plus ``slurm.save_margin_s`` (every rank agrees)."""
+    ctx = StageContext(paths, cfg, ensure_tokenizer(paths, cfg), Manifest(paths), should_stop or _never, progress)
+    if should_stop is None:
+        from .launch import preemption
+        ctx.should_stop = lambda: preemption.should_stop(ctx.timings.get("last_save_s", 0.0),
+                                                         cfg.slurm.save_margin_s, collective=True)
+    return ctx
 
 
 def build_backend(ctx: StageContext, init_hf: Path | None, total_steps: int):
@@ -249,10 +256,10 @@ def run_sft(ctx: StageContext, init_hf: Path | None = None) -> str:
     backend = build_backend(ctx, init_hf, total_steps=cfg.steps)
     mixer = _make_mixer(cfg)
     state = load_latest(ctx, backend)
-    step = 0
+    step, partial = 0, None
     if state is not None:
         mixer.load_state_dict(state["data"])
-        step = state["step"]
+        step, partial = state["step"], state.get("partial")
     ctx.manifest.set_stage(ctx.stage, status="running")
     accumulation = cfg.sft.batch_size // cfg.sft.micro_batch_size
     bar = tqdm(total=cfg.steps, initial=step, desc="sft", disable=not ctx.progress, unit="step")
@@ -260,12 +267,18 @@ def run_sft(ctx: StageContext, init_hf: Path | None = None) -> str:
         if ctx.should_stop():
             save_stage_checkpoint(ctx, backend, {"data": mixer.state_dict(), "step": step}, step)
             return "preempted"
+        data_before = mixer.state_dict()
         problems = [p for p in mixer.next_batch(cfg.sft.batch_size)]
         examples = [tokenize_example(ctx.tokenizer, p, cfg.sft.max_seq_len) for p in problems if p.solution]
         micro = _sft_micro_batches(ctx, examples, accumulation)
         start = time.perf_counter()
         tokens, _ = global_counts(micro)
-        metrics = backend.train_step(micro, make_sft_loss(tokens))
+        try:
+            metrics = train_step(ctx, backend, micro, make_sft_loss(tokens), partial)
+        except MicroStepInterrupt as exc:  # emergency checkpoint inside the step; the batch is redrawn on resume
+            save_stage_checkpoint(ctx, backend, {"data": data_before, "step": step, "partial": exc.partial}, step)
+            return "preempted"
+        partial = None
         step += 1
         elapsed = time.perf_counter() - start
         log_metrics(ctx, {"step": step, "loss": metrics["loss"], "grad_norm": metrics["grad_norm"],
@@ -281,6 +294,13 @@ def run_sft(ctx: StageContext, init_hf: Path | None = None) -> str:
     if not ctx.manifest.is_final(ctx.stage):  # resumed exactly at the end
         save_stage_checkpoint(ctx, backend, {"data": mixer.state_dict(), "step": step}, step, final=True)
     return "final"
+
+
+def train_step(ctx: StageContext, backend, micro: list[TokenBatch], loss_fn, partial: PartialStep | None = None):
+    """backend.train_step, interruptible between micro-batches where the backend supports it."""
+    if getattr(backend, "supports_partial_steps", False):
+        return backend.train_step(micro, loss_fn, interrupt=ctx.should_stop, partial=partial)
+    return backend.train_step(micro, loss_fn)
 
 
 def _sft_micro_batches(ctx: StageContext, examples: list, accumulation: int) -> list[TokenBatch]:
@@ -474,8 +494,11 @@ def split_mini_batches(data: ShardData, mini_batches: int) -> list[np.ndarray]:
 
 
 def learner_update(ctx: StageContext, backend, kept: ShardData, start_mini_batch: int = 0,
-                   on_step: Callable[[int], bool] | None = None) -> list[dict[str, float]]:
-    """DAPO optimizer steps over the kept groups. ``on_step(done)`` after each step may return True to stop."""
+                   on_step: Callable[[int], bool] | None = None, *, partial: PartialStep | None = None,
+                   on_interrupt: Callable[[int, PartialStep], None] | None = None) -> list[dict[str, float]]:
+    """DAPO optimizer steps over the kept groups. ``on_step(done)`` after each step may return True to stop.
+    With ``on_interrupt``, a stop request between micro-batches calls ``on_interrupt(mini_batch, partial)``
+    (the caller saves an emergency checkpoint) and returns; ``partial`` resumes that mini-batch."""
     cfg: RlStage = ctx.cfg  # type: ignore[assignment]
     advantages = group_advantages(kept.reward, kept.group_id, cfg.dapo.adv_eps)
     rank, world = getattr(backend, "rank", 0), getattr(backend, "world_size", 1)
@@ -490,7 +513,15 @@ def learner_update(ctx: StageContext, backend, kept: ShardData, start_mini_batch
                  for lo in range(0, len(rows), cfg.dapo.micro_batch_size)]
         tokens, seqs = global_counts(micro)
         start = time.perf_counter()
-        metrics = backend.train_step(micro, make_dapo_loss(cfg.dapo, tokens, seqs))
+        loss_fn = make_dapo_loss(cfg.dapo, tokens, seqs)
+        if on_interrupt is None:
+            metrics = backend.train_step(micro, loss_fn)
+        else:
+            try:
+                metrics = train_step(ctx, backend, micro, loss_fn, partial if m == start_mini_batch else None)
+            except MicroStepInterrupt as exc:
+                on_interrupt(m, exc.partial)
+                break
         metrics["train_tokens_per_s"] = sum(int(b.attention_mask.sum()) for b in micro) * dp_size / (
             time.perf_counter() - start)
         results.append(metrics)
@@ -549,7 +580,7 @@ def run_rl(ctx: StageContext, init_hf: Path | None) -> str:
     mixer = _make_mixer(cfg)
     state = load_latest(ctx, backend) or {}
     iteration, step = state.get("iteration", 0), state.get("step", 0)
-    next_mini = state.get("mini_batch", 0)
+    next_mini, partial = state.get("mini_batch", 0), state.get("partial")
     if "data_at_iteration_start" in state:
         mixer.load_state_dict(state["data_at_iteration_start"])
     iteration_start_step = state.get("iteration_start_step", step)
@@ -558,7 +589,9 @@ def run_rl(ctx: StageContext, init_hf: Path | None) -> str:
     with reward_router(ctx) as router:
         while iteration < cfg.steps:
             data_start = mixer.state_dict()
+            last_save_s = ctx.timings.get("last_save_s", 0.0)
             ctx.timings.clear()
+            ctx.timings["last_save_s"] = last_save_s
             batch = collect_iteration(ctx, engine, router, mixer, iteration, iteration_start_step)
             stopped = {"flag": False}
 
@@ -572,7 +605,15 @@ def run_rl(ctx: StageContext, init_hf: Path | None) -> str:
                     stopped["flag"] = True
                 return stopped["flag"]
 
-            updates = learner_update(ctx, backend, batch.kept, next_mini, after_step) if batch.kept else []
+            def interrupted(mini_batch: int, part: PartialStep) -> None:
+                save_stage_checkpoint(ctx, backend, {
+                    "iteration": iteration, "mini_batch": mini_batch, "step": step, "partial": part,
+                    "iteration_start_step": iteration_start_step, "data_at_iteration_start": data_start}, step)
+                stopped["flag"] = True
+
+            updates = learner_update(ctx, backend, batch.kept, next_mini, after_step, partial=partial,
+                                     on_interrupt=interrupted) if batch.kept else []
+            partial = None
             if stopped["flag"]:
                 return "preempted"
             next_mini = 0
@@ -601,7 +642,8 @@ def run_rl(ctx: StageContext, init_hf: Path | None) -> str:
 # the curriculum
 # ---------------------------------------------------------------------------------------------------------------
 
-def run_stage(paths: RunPaths, cfg: StageConfig, init_from: str | None = None, should_stop: StopCheck = _never,
+def run_stage(paths: RunPaths, cfg: StageConfig, init_from: str | None = None,
+              should_stop: StopCheck | None = _never,
               progress: bool = True) -> str:
     manifest = Manifest(paths)
     if manifest.is_final(cfg.stage):
@@ -614,7 +656,8 @@ def run_stage(paths: RunPaths, cfg: StageConfig, init_from: str | None = None, s
 
 
 def run_curriculum(run_dir: str | Path, stages: list[str], preset: str = "tiny", overrides: list[str] | None = None,
-                   init_from: str | None = None, should_stop: StopCheck = _never, progress: bool = True) -> dict:
+                   init_from: str | None = None, should_stop: StopCheck | None = _never,
+                   progress: bool = True) -> dict:
     """Run ``stages`` in order in this process; stage N+1 starts from stage N's final checkpoint."""
     paths = RunPaths(run_dir).make()
     cfgs = {stage: resolve_stage_config(paths, stage, preset, overrides_for(stage, overrides or []))

@@ -29,7 +29,7 @@ def run(run_dir: str, stages: str, preset: str, init_from: str | None, no_progre
 
     preemption.install()
     results = run_curriculum(run_dir, parse_stage_list(stages), preset, list(overrides), init_from,
-                             should_stop=lambda: preemption.should_stop(collective=True),
+                             should_stop=None,  # signals + Slurm time left vs measured save time
                              progress=not no_progress)
     for stage, result in results.items():
         click.echo(f"{stage}: {result}")

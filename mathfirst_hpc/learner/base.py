@@ -46,6 +46,24 @@ class TokenBatch:
         return int(self.input_ids.shape[0])
 
 
+@dataclass
+class PartialStep:
+    """An optimizer step interrupted at a micro-batch boundary (emergency checkpoint on preemption)."""
+
+    micro_done: int
+    """Micro-batches whose gradients are in ``grads``."""
+    grads: dict[str, torch.Tensor]
+    metrics: dict[str, float]
+
+
+class MicroStepInterrupt(Exception):
+    """Raised by ``train_step`` when its ``interrupt`` callback fires between micro-batches."""
+
+    def __init__(self, partial: PartialStep) -> None:
+        super().__init__(f"interrupted after {partial.micro_done} micro-batches")
+        self.partial = partial
+
+
 LossFn = Callable[[torch.Tensor, torch.Tensor, TokenBatch], tuple[torch.Tensor, dict[str, float]]]
 """(logprobs [B,T], entropy [B,T], batch) -> (loss, metrics)."""
 

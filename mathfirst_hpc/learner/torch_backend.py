@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -19,7 +19,7 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from transformers import PreTrainedModel
 
 from ..config import OptimConfig
-from .base import LossFn, TokenBatch
+from .base import LossFn, MicroStepInterrupt, PartialStep, TokenBatch
 
 
 def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: float = 1.0
@@ -47,6 +47,8 @@ def lr_lambda(cfg: OptimConfig, total_steps: int):
 
 
 class TorchBackend:
+    supports_partial_steps = True
+    """train_step can stop between micro-batches and resume from a PartialStep."""
     def __init__(self, model: PreTrainedModel, optim: OptimConfig, total_steps: int,
                  device: str | torch.device = "cpu") -> None:
         self.model = model.to(device)
@@ -78,17 +80,30 @@ class TorchBackend:
         self.model.train()
         return logp
 
-    def train_step(self, micro_batches: list[TokenBatch], loss_fn: LossFn) -> dict[str, float]:
+    def train_step(self, micro_batches: list[TokenBatch], loss_fn: LossFn,
+                   interrupt: Callable[[], bool] | None = None,
+                   partial: PartialStep | None = None) -> dict[str, float]:
+        """One optimizer step. ``interrupt()`` is polled after every micro-batch but the last; when it is true
+        the step stops there and raises :class:`MicroStepInterrupt` carrying the accumulated gradients, which
+        ``partial`` later resumes from (same micro-batches, same order: the same gradient bit for bit)."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
-        for micro in micro_batches:
-            micro = micro.to(self.device)
+        start = 0
+        if partial is not None:
+            start, totals = partial.micro_done, dict(partial.metrics)
+            for name, param in self.model.named_parameters():
+                if name in partial.grads:
+                    param.grad = partial.grads[name].to(param.device).clone()
+        for index in range(start, len(micro_batches)):
+            micro = micro_batches[index].to(self.device)
             logp, entropy = self._forward(micro)
             loss, metrics = loss_fn(logp, entropy, micro)
             loss.backward()
             for key, value in metrics.items():
                 totals[key] = totals.get(key, 0.0) + float(value)
+            if interrupt is not None and index + 1 < len(micro_batches) and interrupt():
+                raise MicroStepInterrupt(self._partial(index + 1, totals))
         self._all_reduce_grads()
         params = [p for p in self.model.parameters() if p.grad is not None]
         max_norm = self.optim_cfg.grad_clip if self.optim_cfg.grad_clip > 0 else float("inf")
@@ -98,6 +113,18 @@ class TorchBackend:
         self.scheduler.step()
         totals["grad_norm"] = float(grad_norm)
         return totals
+
+    def _partial(self, micro_done: int, totals: dict[str, float]) -> PartialStep:
+        """Accumulated gradients of this step so far. With several DP ranks they are summed onto rank 0 (the
+        others resume from zero), so the step's final all-reduce still adds every micro-batch exactly once."""
+        grads = {n: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
+                 for n, p in self.model.named_parameters()}
+        if self.distributed:
+            for g in grads.values():
+                dist.reduce(g, dst=0, op=dist.ReduceOp.SUM)
+            if self.rank != 0:
+                grads = {n: torch.zeros_like(g) for n, g in grads.items()}
+        return PartialStep(micro_done=micro_done, grads={n: g.cpu() for n, g in grads.items()}, metrics=totals)
 
     def _all_reduce_grads(self) -> None:
         if not self.distributed:

@@ -59,11 +59,14 @@ def metric_steps(run_dir: Path, stage: str) -> list[int]:
 
 def test_stop_at_safe_point_and_resume_in_process(baseline, tmp_path) -> None:
     torch.set_num_threads(1)
-    calls = {"n": 0}
+    from mathfirst_hpc.manifest import Manifest
+    from mathfirst_hpc.paths import RunPaths
+    calls = {"sft": 0, "math_rl": 0}
 
     def stop_once() -> bool:  # what the SIGTERM handler's flag looks like to the loop
-        calls["n"] += 1
-        return calls["n"] in (3, 9)  # once inside SFT, once inside an RL iteration (between mini-batches)
+        stage = "math_rl" if Manifest(RunPaths(tmp_path)).is_final("sft") else "sft"
+        calls[stage] += 1
+        return calls[stage] == 3  # once inside SFT, once inside math_rl
 
     stages = ["sft", "math_rl"]
     first = run_curriculum(tmp_path, stages, overrides=OVERRIDES, should_stop=stop_once, progress=False)
@@ -113,3 +116,27 @@ def test_sigterm_saves_and_resume(baseline, tmp_path) -> None:
     out2, _ = again.communicate(timeout=600)
     assert again.returncode == 0, out2
     assert_same(final_weights(tmp_path, "math_rl"), final_weights(baseline, "math_rl"))
+
+
+def test_emergency_checkpoint_between_micro_batches(baseline, tmp_path) -> None:
+    """A stop request inside an optimizer step (between micro-batches) saves the accumulated gradients; the
+    resumed step finishes with exactly the uninterrupted parameters."""
+    torch.set_num_threads(1)
+    overrides = OVERRIDES + ["dapo.micro_batch_size=4"]  # several micro-batches per RL mini-batch
+    from mathfirst_hpc.checkpoint import latest_checkpoint, load_rank_state
+    ref = tmp_path / "ref"
+    run_curriculum(ref, ["sft", "math_rl"], overrides=overrides, progress=False)
+    calls = {"n": 0}
+
+    def stop_once() -> bool:
+        calls["n"] += 1
+        return calls["n"] == 20
+
+    run_dir = tmp_path / "run"
+    first = run_curriculum(run_dir, ["sft", "math_rl"], overrides=overrides, should_stop=stop_once, progress=False)
+    assert "preempted" in first.values()
+    stage = next(s for s, r in first.items() if r == "preempted")
+    state = load_rank_state(latest_checkpoint(run_dir / "checkpoints" / stage))
+    assert state["partial"] is not None and state["partial"].micro_done >= 1
+    run_curriculum(run_dir, ["sft", "math_rl"], overrides=overrides, progress=False)
+    assert_same(final_weights(run_dir, "math_rl"), final_weights(ref, "math_rl"))

@@ -127,6 +127,30 @@ def _inner_optimizers(optimizer: Any) -> list[Any]:
     return list(getattr(optimizer, "chained_optimizers", [optimizer]))
 
 
+def _cpu_copy(obj: Any) -> Any:
+    """Nested dicts/lists/tuples with every tensor copied to CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
+
+
+def _unshare_adam_steps(opt: Any) -> None:
+    """Give every parameter its own Adam ``step`` tensor after a load.
+
+    Without Apex/Transformer Engine, megatron's distributed optimizer loads one ``step`` tensor into the state of
+    every parameter; torch's Adam increments it in place once per parameter, so the bias correction of the next
+    steps would be wrong (measured: step 20 instead of 3 after resuming at step 2).
+    """
+    inner = getattr(opt, "optimizer", None)
+    for state in getattr(inner, "state", {}).values():
+        if isinstance(state.get("step"), torch.Tensor):
+            state["step"] = state["step"].clone()
+
+
 def _dist_opt_shard(opt: Any) -> dict[Any, Any]:
     """This DP rank's distributed-optimizer shard (fp32 master weights, Adam moments) as CPU copies.
 
@@ -140,8 +164,7 @@ def _dist_opt_shard(opt: Any) -> dict[Any, Any]:
         for buckets in per_dtype.values():
             for bucket in buckets:
                 for i, entry in enumerate(bucket):
-                    bucket[i] = {k: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else v
-                                 for k, v in entry.items()} | {"padding": False}
+                    bucket[i] = _cpu_copy(entry) | {"padding": False}
     return state
 
 
@@ -178,7 +201,9 @@ class MegatronBackend:
         # (clipping) would count each TP shard as a duplicate without those tags.
         self.model = build_gpt_model(self.shape, self.config, pre_process=self.pp_rank == 0,
                                      post_process=self.is_last_stage)
-        self.model.to(self.device)
+        # Megatron-LM's Float16Module does the same: the torch RMSNorm fallback is built in fp32, and mixed
+        # dtypes would give the distributed optimizer two buffers (and the model other numerics than HF's).
+        self.model.to(device=self.device, dtype=self.dtype)
         self._load_hf(hf_state)
 
         use_dist_opt = (self.device.type == "cuda") if distributed_optimizer is None else distributed_optimizer
@@ -194,7 +219,9 @@ class MegatronBackend:
                             fp16=self.dtype == torch.float16, params_dtype=self.dtype,
                             use_distributed_optimizer=use_dist_opt),
             [self.ddp],
-            config_overrides={},  # weight decay on every parameter, as torch's AdamW in the torch backend
+            # {}: one param group with weight decay on every parameter, as torch's AdamW in the torch backend
+            # (megatron's default skips norms and biases, through wd_mult, which only its LR scheduler applies).
+            config_overrides={},
         )
         self.config.no_sync_func = self.ddp.no_sync
         self.config.finalize_model_grads_func = _finalize_grads_without_token_scaling
@@ -312,7 +339,7 @@ class MegatronBackend:
                  if isinstance(v, torch.Tensor)}
         optimizers = []
         for opt in _inner_optimizers(self.optimizer):
-            entry = {"state": opt.state_dict()}
+            entry = {"state": _cpu_copy(opt.state_dict())}  # megatron/torch hand out live references
             if hasattr(opt, "get_parameter_state_dp_reshardable"):
                 entry["param_state"] = _dist_opt_shard(opt)
             optimizers.append(entry)
@@ -334,6 +361,7 @@ class MegatronBackend:
             opt.load_state_dict(entry["state"])
             if "param_state" in entry:  # distributed optimizer: this DP rank's fp32 master weights and moments
                 opt.load_parameter_state_from_dp_reshardable(entry["param_state"])
+            _unshare_adam_steps(opt)
         self.step = int(state["scheduler"]["step"])
 
     # Weights for rollouts ----------------------------------------------------------------------------------------
@@ -376,7 +404,8 @@ class MegatronBackend:
             with atomic_path(path / "model.safetensors") as tmp:
                 save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp), metadata={"format": "pt"})
             config = self.hf_config.to_dict() if hasattr(self.hf_config, "to_dict") else dict(self.hf_config)
-            config["dtype"] = str(self.dtype).removeprefix("torch.")
+            dtype_keys = [k for k in ("dtype", "torch_dtype") if k in config] or ["dtype"]  # 5.x / 4.x name
+            config.update(dict.fromkeys(dtype_keys, str(self.dtype).removeprefix("torch.")))
             config["architectures"] = config.get("architectures") or [_ARCHITECTURES[self.shape.model_type]]
             write_text(path / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
         dist.barrier()

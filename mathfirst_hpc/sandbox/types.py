@@ -49,7 +49,8 @@ class ExecJob:
     expected_output: str | None = None
     """Shortcut for one I/O test with ``stdin`` as input: compared whitespace-tolerantly."""
     time_limit_s: float = 5.0
-    """Per execution: CPU seconds (RLIMIT_CPU) and the wall-clock kill (a little above it)."""
+    """Per execution: CPU seconds (RLIMIT_CPU, whole seconds, at least 1) and the wall-clock kill (2x + 1 s by
+    default). Each I/O test is its own execution; assertion tests share one (program and all its tests)."""
     memory_mb: int = 512
     """Address-space limit (RLIMIT_AS) of the program."""
 
@@ -57,7 +58,7 @@ class ExecJob:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ExecJob":
+    def from_dict(cls, data: dict[str, Any]) -> ExecJob:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -74,6 +75,11 @@ class ExecJob:
             raise ValueError("code and stdin must be strings")
         if not isinstance(self.tests, list):
             raise ValueError("tests must be a list of {'input','output'} objects or assertion strings")
+        kinds = {type(test) for test in self.tests}
+        if len(kinds) > 1:
+            raise ValueError("tests must be all I/O pairs or all assertion strings, not a mix")
+        if self.tests and self.expected_output is not None:
+            raise ValueError("give tests or expected_output, not both")
         for test in self.tests:
             if isinstance(test, dict):
                 if set(test) - {"input", "output"} or not all(isinstance(v, str) for v in test.values()):
@@ -116,10 +122,10 @@ class ExecResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ExecResult":
+    def from_dict(cls, data: dict[str, Any]) -> ExecResult:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     @classmethod
-    def sandbox_failure(cls, detail: str, tests_total: int = 0) -> "ExecResult":
+    def sandbox_failure(cls, detail: str, tests_total: int = 0) -> ExecResult:
         return cls(status="sandbox_error", passed=None, tests_total=tests_total, detail=detail)

@@ -174,8 +174,8 @@ class MegatronBackend:
     def __init__(self, hf_config: Any, hf_state: Mapping[str, torch.Tensor], *, optim: OptimConfig,
                  parallel: ParallelConfig, total_steps: int, dtype: str = "float32", seed: int = 0,
                  gradient_checkpointing: bool = False, distributed_optimizer: bool | None = None) -> None:
-        _init_process_group(parallel.dist_backend)
         self.device = _ensure_device()
+        _init_process_group(parallel.dist_backend)
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
         self.tp, self.pp = parallel.tp, parallel.pp
         if self.world_size % (self.tp * self.pp) != 0 or self.world_size // (self.tp * self.pp) != parallel.dp:
@@ -316,6 +316,8 @@ class MegatronBackend:
 
     # Training ----------------------------------------------------------------------------------------------------
     def train_step(self, micro_batches: list[TokenBatch], loss_fn: LossFn) -> dict[str, float]:
+        if not micro_batches:  # megatron's schedule runs at least one micro-batch; the DP peers would hang
+            raise ValueError(f"train_step: DP rank {self.dp_rank} got no micro-batch (fewer rows than DP ranks?)")
         self.ddp.train()
         self.ddp.zero_grad_buffer()
         self.optimizer.zero_grad()

@@ -7,7 +7,9 @@ attention, which is torch's ``scaled_dot_product_attention``: megatron's local `
 [s, s] mask per call and materialises the full score matrix, and Transformer Engine (its fused path) is not a
 dependency here. SDPA picks flash / memory-efficient kernels on a GPU and matches HF's attention on the CPU.
 
-Simplifications: causal attention over right-padded rows only (no packed sequences, no sliding window); no
+Simplifications: causal attention over right-padded rows, or an explicit block-diagonal mask for packed rows
+(positions then run 0..T-1 across the row: RoPE is relative, so attention within an example is unchanged); no
+sliding window; no
 biases (Qwen3 / Llama have none); RoPE default or Llama-3.1 scaling; no MoE.
 """
 
@@ -99,8 +101,11 @@ class SdpaCoreAttention(MegatronModule):
             raise NotImplementedError("SdpaCoreAttention: packed sequences and attention bias are not supported")
         sq, b, heads, dim = query.shape
         q, k, v = (x.permute(1, 2, 0, 3) for x in (query, key, value))  # [b, heads, s, dim]
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.softmax_scale,
-                                             enable_gqa=k.shape[1] != heads)
+        # No mask: causal. A mask (packed rows, [b, 1, s, s], megatron's True = masked out) already holds the
+        # causal part; SDPA's boolean mask is True where attention is allowed.
+        allowed = None if attention_mask is None else ~attention_mask
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, is_causal=allowed is None,
+                                             scale=self.softmax_scale, enable_gqa=k.shape[1] != heads)
         return out.permute(2, 0, 1, 3).reshape(sq, b, heads * dim)
 
 

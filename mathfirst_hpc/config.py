@@ -355,6 +355,9 @@ def _validate_rl(cfg: RlStage) -> None:
     _check(r.num_shards >= 1, "rollout.num_shards", "must be >= 1")
     _check(r.tensor_parallel_size >= 1, "rollout.tensor_parallel_size", "must be >= 1")
     _check(0 < r.gpu_memory_utilization <= 1, "rollout.gpu_memory_utilization", "must be in (0, 1]")
+    _check(r.backend != "vllm" or r.top_p == 1.0, "rollout.top_p",
+           "must be 1.0 with rollout.backend=vllm (vLLM renormalises log-probs over the nucleus; the learner "
+           "uses the full vocabulary)")
     _check(0 <= a.clip_ratio_low < 1, "dapo.clip_ratio_low", f"must be in [0, 1), got {a.clip_ratio_low}")
     _check(a.clip_ratio_high >= 0, "dapo.clip_ratio_high", f"must be >= 0, got {a.clip_ratio_high}")
     _check(a.clip_ratio_c > 1, "dapo.clip_ratio_c", f"dual-clip bound must be > 1, got {a.clip_ratio_c}")

@@ -107,6 +107,10 @@ class RunPaths:
         """One JSON line per iteration: where the driver's wall time went (scheduling, tasks, rewards)."""
         return self.logs / f"driver_{stage}.jsonl"
 
+    def engine_weights(self, stage: str) -> Path:
+        """HF folder a colocated vLLM engine starts from (later updates are pushed in place)."""
+        return self.root / "engine" / stage
+
     def make(self) -> "RunPaths":
         for path in (self.root, self.logs, self.root / "config"):
             path.mkdir(parents=True, exist_ok=True)

@@ -130,6 +130,8 @@ class StageContext:
     manifest: Manifest
     should_stop: StopCheck = _never
     progress: bool = True
+    rank: int = 0
+    """Global rank of this process; only rank 0 logs metrics and shows progress."""
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -166,8 +168,12 @@ def build_backend(ctx: StageContext, init_hf: Path | None, total_steps: int):
         model = build_model(cfg.model, ctx.tokenizer, seed=cfg.seed)
     if cfg.parallel.backend == "megatron":
         from .learner.megatron.backend import MegatronBackend  # imported only when chosen
-        return MegatronBackend.from_hf(model, cfg, total_steps)
-    return TorchBackend(model, cfg.optim, total_steps, device=_device())
+        backend = MegatronBackend.from_hf(model, cfg, total_steps)
+    else:
+        backend = TorchBackend(model, cfg.optim, total_steps, device=_device())
+    ctx.rank = getattr(backend, "rank", 0)
+    ctx.progress = ctx.progress and ctx.rank == 0
+    return backend
 
 
 def make_engine(ctx: StageContext, backend) -> Any:
@@ -175,37 +181,88 @@ def make_engine(ctx: StageContext, backend) -> Any:
     rollout = ctx.cfg.rollout
     if rollout.backend == "vllm":
         from .rollout.vllm import VLLMEngine
-        return VLLMEngine.from_config(rollout, ctx.paths, ctx.tokenizer)
+        folder = ctx.paths.engine_weights(ctx.stage)
+        if ctx.rank == 0:
+            shutil.rmtree(folder, ignore_errors=True)
+        _barrier()
+        backend.export_hf(folder)  # the current policy; later iterations update the engine in place
+        if ctx.rank == 0:
+            ctx.tokenizer.save_pretrained(str(folder))
+        _barrier()
+        return VLLMEngine(str(folder), rollout, dtype=ctx.cfg.model.dtype, eos_token_ids=eos_ids(ctx.tokenizer),
+                          seed=ctx.cfg.seed, colocated=True)
     from .rollout.hf import HFEngine
-    model = backend.model if isinstance(backend, TorchBackend) else None
-    if model is None:
-        raise RunDirError("the HF engine in colocated mode needs the torch learner backend")
+    if isinstance(backend, TorchBackend):
+        model = backend.model  # same object: the engine always sees the current policy
+    else:  # a sharded learner: a separate HF copy, refreshed by sync_weights before each iteration
+        model = build_model(ctx.cfg.model, ctx.tokenizer, seed=ctx.cfg.seed) if ctx.cfg.model.path is None \
+            else load_model(ctx.cfg.model.path, ctx.cfg.model.dtype)
+        model.to(_device())
     return HFEngine(model, ctx.tokenizer, eos_ids(ctx.tokenizer), batch_size=rollout.batch_size)
+
+
+@contextlib.contextmanager
+def _engine_asleep(engine) -> Iterator[None]:
+    if not hasattr(engine, "sleep"):
+        yield
+        return
+    engine.sleep()
+    try:
+        yield
+    finally:
+        engine.wake_up()
+
+
+def sync_weights(engine, backend) -> float:
+    """Push the learner's weights into a rollout engine that does not share them; returns seconds taken."""
+    if isinstance(backend, TorchBackend) and getattr(engine, "model", None) is backend.model:
+        return 0.0
+    start = time.perf_counter()
+    engine.update_weights(backend.hf_state_dict())
+    return time.perf_counter() - start
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # checkpoints
 # ---------------------------------------------------------------------------------------------------------------
 
+def _barrier() -> None:
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def save_stage_checkpoint(ctx: StageContext, backend, state: dict[str, Any], step: int, final: bool = False) -> Path:
+    """Every rank calls this. Sharded backends (Megatron) write one state file per rank; rank 0 writes the
+    tokenizer, finalises (meta.json last, rename), prunes and updates the manifest."""
     target = ctx.paths.checkpoint(ctx.stage, step)
+    rank = getattr(backend, "rank", 0)
     start = time.perf_counter()
-    shutil.rmtree(ckpt.staging_dir(target), ignore_errors=True)
-    ckpt.write_rank_state(target, {"backend": backend.state_dict(), "rng": ckpt.capture_rng(), **state})
+    if rank == 0:
+        shutil.rmtree(ckpt.staging_dir(target), ignore_errors=True)
+    _barrier()
+    full_state = {"backend": backend.state_dict(), "rng": ckpt.capture_rng(), **state}
+    if _sharded(backend) or rank == 0:
+        ckpt.write_rank_state(target, full_state, rank=rank if _sharded(backend) else 0)
     if ctx.cfg.checkpoint.export_hf or final:
-        backend.export_hf(ckpt.staging_dir(target) / "hf")
-        ctx.tokenizer.save_pretrained(str(ckpt.staging_dir(target) / "hf"))
-    meta = {"stage": ctx.stage, "step": step, "final": final,
-            **{k: v for k, v in state.items() if isinstance(v, (int, float, str, bool))}}
-    ckpt.finalize_checkpoint(target, meta)
-    if final:
-        ckpt.mark_final(ctx.paths.checkpoints(ctx.stage), target)
-    ckpt.prune(ctx.paths.checkpoints(ctx.stage), ctx.cfg.checkpoint.keep_last)
+        backend.export_hf(ckpt.staging_dir(target) / "hf")  # a collective for sharded backends
+    _barrier()
     rel = str(target.relative_to(ctx.paths.root))
-    fields = {"latest_checkpoint": rel, "step": step, "iteration": state.get("iteration", 0)}
-    if final:
-        fields.update(status="final", final_checkpoint=rel)
-    ctx.manifest.set_stage(ctx.stage, **fields)
+    if rank == 0:
+        if (ckpt.staging_dir(target) / "hf").exists():
+            ctx.tokenizer.save_pretrained(str(ckpt.staging_dir(target) / "hf"))
+        meta = {"stage": ctx.stage, "step": step, "final": final,
+                "world_size": getattr(backend, "world_size", 1),
+                **{k: v for k, v in state.items() if isinstance(v, (int, float, str, bool))}}
+        ckpt.finalize_checkpoint(target, meta)
+        if final:
+            ckpt.mark_final(ctx.paths.checkpoints(ctx.stage), target)
+        ckpt.prune(ctx.paths.checkpoints(ctx.stage), ctx.cfg.checkpoint.keep_last)
+        fields = {"latest_checkpoint": rel, "step": step, "iteration": state.get("iteration", 0)}
+        if final:
+            fields.update(status="final", final_checkpoint=rel)
+        ctx.manifest.set_stage(ctx.stage, **fields)
+    _barrier()
     ctx.timings["last_save_s"] = time.perf_counter() - start
     return target
 
@@ -215,6 +272,7 @@ def load_latest(ctx: StageContext, backend) -> dict[str, Any] | None:
     if latest is None:
         _truncate_metrics(ctx, step=0)
         return None
+    _barrier()  # rank 0 may still be finalising a checkpoint another rank is about to look for
     state = ckpt.load_rank_state(latest, rank=getattr(backend, "rank", 0) if _sharded(backend) else 0)
     backend.load_state_dict(state["backend"])
     ckpt.restore_rng(state["rng"])
@@ -237,7 +295,7 @@ def _sharded(backend) -> bool:
 
 
 def log_metrics(ctx: StageContext, record: dict[str, Any]) -> None:
-    if getattr(ctx, "rank", 0) == 0:
+    if ctx.rank == 0:
         append_jsonl(ctx.paths.metrics, {"stage": ctx.stage, "time_unix": time.time(), **record})
 
 
@@ -272,7 +330,7 @@ def run_sft(ctx: StageContext, init_hf: Path | None = None) -> str:
         examples = [tokenize_example(ctx.tokenizer, p, cfg.sft.max_seq_len) for p in problems if p.solution]
         micro = _sft_micro_batches(ctx, examples, accumulation)
         start = time.perf_counter()
-        tokens, _ = global_counts(micro)
+        tokens, _ = global_counts(micro, group=getattr(backend, "dp_group", None))
         try:
             metrics = train_step(ctx, backend, micro, make_sft_loss(tokens), partial)
         except MicroStepInterrupt as exc:  # emergency checkpoint inside the step; the batch is redrawn on resume
@@ -511,7 +569,7 @@ def learner_update(ctx: StageContext, backend, kept: ShardData, start_mini_batch
                                   advantages[rows[lo:lo + cfg.dapo.micro_batch_size]], cfg.rollout.temperature,
                                   ctx.tokenizer.pad_token_id)
                  for lo in range(0, len(rows), cfg.dapo.micro_batch_size)]
-        tokens, seqs = global_counts(micro)
+        tokens, seqs = global_counts(micro, group=getattr(backend, "dp_group", None))
         start = time.perf_counter()
         loss_fn = make_dapo_loss(cfg.dapo, tokens, seqs)
         if on_interrupt is None:
@@ -592,6 +650,7 @@ def run_rl(ctx: StageContext, init_hf: Path | None) -> str:
             last_save_s = ctx.timings.get("last_save_s", 0.0)
             ctx.timings.clear()
             ctx.timings["last_save_s"] = last_save_s
+            ctx.timings["weight_sync_s"] = sync_weights(engine, backend)
             batch = collect_iteration(ctx, engine, router, mixer, iteration, iteration_start_step)
             stopped = {"flag": False}
 
@@ -611,8 +670,9 @@ def run_rl(ctx: StageContext, init_hf: Path | None) -> str:
                     "iteration_start_step": iteration_start_step, "data_at_iteration_start": data_start}, step)
                 stopped["flag"] = True
 
-            updates = learner_update(ctx, backend, batch.kept, next_mini, after_step, partial=partial,
-                                     on_interrupt=interrupted) if batch.kept else []
+            with _engine_asleep(engine):  # on a GPU, vLLM frees its memory for the learner step
+                updates = learner_update(ctx, backend, batch.kept, next_mini, after_step, partial=partial,
+                                         on_interrupt=interrupted) if batch.kept else []
             partial = None
             if stopped["flag"]:
                 return "preempted"

@@ -18,6 +18,7 @@ KL to a reference policy is available (k3 estimator, ``kl_coef``) and off by def
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -133,12 +134,14 @@ def aggregate(token_loss: torch.Tensor, mask: torch.Tensor, mode: str, global_to
     raise ValueError(f"unknown loss_agg_mode {mode!r}")
 
 
-def global_counts(micro_batches: list[TokenBatch]) -> tuple[float, float]:
-    """Loss-mask tokens and sequences over all micro-batches of this step and every DP rank."""
+def global_counts(micro_batches: list[TokenBatch], group: Any = None) -> tuple[float, float]:
+    """Loss-mask tokens and sequences over all micro-batches of this step and every DP rank.
+    ``group``: the data-parallel process group (Megatron: TP/PP ranks hold the same rows and must not count
+    them twice); None = the whole world (the torch backend is pure DP)."""
     counts = torch.tensor([sum(float(m.loss_mask.sum()) for m in micro_batches),
                            sum(float(m.num_sequences) for m in micro_batches)], dtype=torch.float64)
     if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+        dist.all_reduce(counts, op=dist.ReduceOp.SUM, group=group)
     return max(float(counts[0]), 1.0), max(float(counts[1]), 1.0)
 
 

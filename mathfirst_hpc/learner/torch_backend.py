@@ -55,6 +55,7 @@ class TorchBackend:
         self.device = torch.device(device)
         self.distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
+        self.dp_group = None  # pure data parallel: the whole world
         self.world_size = dist.get_world_size() if self.distributed else 1
         if self.distributed:  # identical start on every rank
             for tensor in list(self.model.parameters()) + list(self.model.buffers()):
@@ -105,6 +106,7 @@ class TorchBackend:
             if interrupt is not None and index + 1 < len(micro_batches) and interrupt():
                 raise MicroStepInterrupt(self._partial(index + 1, totals))
         self._all_reduce_grads()
+        totals = self._sum_metrics(totals)
         params = [p for p in self.model.parameters() if p.grad is not None]
         max_norm = self.optim_cfg.grad_clip if self.optim_cfg.grad_clip > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
@@ -113,6 +115,15 @@ class TorchBackend:
         self.scheduler.step()
         totals["grad_norm"] = float(grad_norm)
         return totals
+
+    def _sum_metrics(self, totals: dict[str, float]) -> dict[str, float]:
+        """Loss metrics are each rank's share of the global value (normalised by global counts): sum them."""
+        if not self.distributed or not totals:
+            return totals
+        keys = sorted(totals)
+        values = torch.tensor([totals[k] for k in keys], dtype=torch.float64)
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        return dict(zip(keys, values.tolist()))
 
     def _partial(self, micro_done: int, totals: dict[str, float]) -> PartialStep:
         """Accumulated gradients of this step so far. With several DP ranks they are summed onto rank 0 (the
@@ -148,7 +159,9 @@ class TorchBackend:
         self.scheduler.load_state_dict(state["scheduler"])
 
     def export_hf(self, path: Path) -> None:
-        self.model.save_pretrained(str(path), safe_serialization=True)
+        """Every rank may call this; rank 0 writes (DP replicas hold the same weights)."""
+        if self.rank == 0:
+            self.model.save_pretrained(str(path), safe_serialization=True)
 
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach() for k, v in self.model.state_dict().items()}

@@ -53,7 +53,8 @@ class TorchBackend:
                  device: str | torch.device = "cpu") -> None:
         self.model = model.to(device)
         self.device = torch.device(device)
-        self.distributed = dist.is_available() and dist.is_initialized()
+        # a process group of one (e.g. set up by another component) needs no collectives
+        self.distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         self.rank = dist.get_rank() if self.distributed else 0
         self.dp_group = None  # pure data parallel: the whole world
         self.world_size = dist.get_world_size() if self.distributed else 1
@@ -121,7 +122,8 @@ class TorchBackend:
         if not self.distributed or not totals:
             return totals
         keys = sorted(totals)
-        values = torch.tensor([totals[k] for k in keys], dtype=torch.float64)
+        device = self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+        values = torch.tensor([totals[k] for k in keys], dtype=torch.float64, device=device)
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
         return dict(zip(keys, values.tolist()))
 

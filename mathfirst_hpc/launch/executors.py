@@ -1,0 +1,56 @@
+"""Explicit executors: ``slurm`` (sbatch through submitit) or ``local`` (subprocesses through submitit).
+
+Never submitit's ``AutoExecutor``: it picks Slurm whenever ``srun`` is on PATH, even with the cluster down, so
+the choice here always comes from the cluster profile (``executor: slurm | local``).
+
+Usage::
+
+    executor = make_executor("slurm", run_paths.submitit_dir / "math_rl", spec)
+    job = executor.submit(fn, *args)
+    print(batch_script(spec, folder))     # what `submit --dry-run` shows
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import submitit
+
+from ..errors import ConfigError
+from .jobspec import JobSpec
+
+ExecutorKind = Literal["slurm", "local"]
+MAX_TIMEOUTS = 3
+"""Requeues after a time-limit signal that submitit allows before it gives up (preemptions do not count)."""
+
+
+def make_executor(kind: str, folder: Path | str, spec: JobSpec) -> submitit.Executor:
+    """An executor of ``kind`` writing job files under ``folder`` (``%j`` = one subfolder per job)."""
+    if kind == "slurm":
+        executor: submitit.Executor = submitit.SlurmExecutor(folder=folder, python=spec.python_command(),
+                                                             max_num_timeout=MAX_TIMEOUTS)
+        executor.update_parameters(**spec.slurm_parameters())
+        return executor
+    if kind == "local":
+        executor = submitit.LocalExecutor(folder=folder, python=spec.python_command(), max_num_timeout=MAX_TIMEOUTS)
+        executor.update_parameters(**spec.local_parameters())
+        return executor
+    raise ConfigError(f"unknown executor {kind!r}", hint="use slurm or local")
+
+
+def attach_job(kind: str, folder: Path | str, job_id: str) -> submitit.Job:
+    """A handle on a job submitted earlier (by a driver that was since killed), to wait for its result."""
+    if kind == "slurm":
+        return submitit.SlurmJob(folder=folder, job_id=job_id)
+    if kind == "local":
+        return submitit.LocalJob(folder=folder, job_id=job_id)
+    raise ConfigError(f"unknown executor {kind!r}", hint="use slurm or local")
+
+
+def batch_script(spec: JobSpec, folder: Path | str) -> str:
+    """The sbatch file that ``submit`` would write for ``spec`` (for ``--dry-run``)."""
+    executor = make_executor("slurm", folder, spec)
+    assert isinstance(executor, submitit.SlurmExecutor)
+    # submitit builds the file from the same parameters it submits; "DRYRUN" stands for the pickle's uuid.
+    return executor._make_submission_file_text(executor._submitit_command_str, "DRYRUN")

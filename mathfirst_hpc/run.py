@@ -659,7 +659,7 @@ def run_rl(ctx: StageContext, init_hf: Path | None) -> str:
                 step += 1
                 if ctx.should_stop():
                     save_stage_checkpoint(ctx, backend, {
-                        "iteration": iteration, "mini_batch": next_mini + done, "step": step,
+                        "iteration": iteration, "mini_batch": done, "step": step,
                         "iteration_start_step": iteration_start_step, "data_at_iteration_start": data_start}, step)
                     stopped["flag"] = True
                 return stopped["flag"]

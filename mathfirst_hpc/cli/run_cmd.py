@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import not_built, overrides_argument, preset_option
+from .common import overrides_argument, preset_option
 
 
 @click.command()
@@ -40,9 +40,29 @@ def run(run_dir: str, stages: str, preset: str, init_from: str | None, no_progre
 
 
 @click.command()
-def submit() -> None:
-    """Submit a stage's job graph to Slurm."""
-    not_built("submit", "Slurm orchestration")
+@click.argument("target", metavar="{stage1|stage2|stage3|eval|all}")
+@click.option("--run-dir", required=True, type=click.Path(file_okay=False),
+              help="The run directory (the run's whole state; resume and status read it).")
+@click.option("--profile", default="local-dev", show_default=True,
+              help="Cluster profile: a name under slurm/profiles/ or a YAML path.")
+@preset_option
+@click.option("--init-from", default=None, type=click.Path(exists=True),
+              help="Checkpoint (or HF folder) the first stage starts from instead of the previous stage's final.")
+@click.option("--dry-run", is_flag=True, help="Print the driver batch file and the resolved config; submit nothing.")
+@overrides_argument
+def submit(target: str, run_dir: str, profile: str, preset: str, init_from: str | None, dry_run: bool,
+           overrides: tuple[str, ...]) -> None:
+    """Submit a stage's job graph to Slurm: one driver job per stage (rollout arrays, rewards, learner jobs).
+
+    Stage N+1 waits on stage N (afterok), or starts at once when stage N is final in the run dir. For eval,
+    KEY=VALUE set evaluation options (benchmarks=[math500], n=4, limit=50).
+    """
+    from ..launch.driver import describe, submit_eval, submit_stages
+
+    if target.strip().lower() == "eval":
+        click.echo(describe([submit_eval(run_dir, profile, list(overrides))]))
+        return
+    click.echo(describe(submit_stages(run_dir, target, profile, preset, list(overrides), init_from, dry_run)))
 
 
 @click.command()
@@ -59,12 +79,19 @@ def status(run_dir: str, as_json: bool) -> None:
 
 
 @click.command()
-def resume() -> None:
-    """Resubmit whatever is unfinished in a run dir."""
-    not_built("resume", "Slurm orchestration")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+def resume(run_dir: str) -> None:
+    """Resubmit whatever is unfinished in a run dir (after a kill, a failure or a cancel); nothing is redone."""
+    from ..launch.driver import describe, resume_run
+
+    click.echo(describe(resume_run(run_dir)))
 
 
 @click.command()
-def cancel() -> None:
-    """Cancel a run's Slurm jobs."""
-    not_built("cancel", "Slurm orchestration")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+def cancel(run_dir: str) -> None:
+    """Cancel a run's pending and running Slurm jobs (drivers first); resume continues from the run dir."""
+    from ..launch.driver import cancel_run
+
+    cancelled = cancel_run(run_dir)
+    click.echo(f"cancelled {len(cancelled)} job(s){': ' + ' '.join(cancelled) if cancelled else ''}")

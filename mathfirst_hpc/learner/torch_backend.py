@@ -94,9 +94,13 @@ class TorchBackend:
         start = 0
         if partial is not None:
             start, totals = partial.micro_done, dict(partial.metrics)
+            # the saved gradients are the sum over ranks (see _partial): only rank 0 restores them, so the
+            # step's all-reduce counts them once
             for name, param in self.model.named_parameters():
-                if name in partial.grads:
+                if name in partial.grads and self.rank == 0:
                     param.grad = partial.grads[name].to(param.device).clone()
+            if self.rank != 0:
+                totals = {k: 0.0 for k in totals}
         for index in range(start, len(micro_batches)):
             micro = micro_batches[index].to(self.device)
             logp, entropy = self._forward(micro)

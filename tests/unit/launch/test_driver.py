@@ -1,0 +1,94 @@
+"""Driver and run-level rules that need no cluster: targets, the stage-dependency refusal, checkpoint position,
+launch.json, the job classes' resubmission, job-state helpers."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import cloudpickle
+import pytest
+
+from mathfirst_hpc.errors import ConfigError, RunDirError
+from mathfirst_hpc.launch import driver
+from mathfirst_hpc.launch.driver import (Submitted, checkpoint_position, describe, launch_profile, read_launch,
+                                         submit_stages, target_stages, write_launch)
+from mathfirst_hpc.launch.jobs import DriverJob, LearnerJob, RolloutTask
+from mathfirst_hpc.launch.profiles import load_profile
+from mathfirst_hpc.launch.slurm_state import is_alive
+from mathfirst_hpc.manifest import Manifest
+from mathfirst_hpc.paths import RunPaths
+
+
+def test_targets() -> None:
+    assert target_stages("all") == ["sft", "math_rl", "joint_rl"]
+    assert target_stages("stage2") == ["math_rl"] and target_stages("joint_rl") == ["joint_rl"]
+    with pytest.raises(ConfigError, match="unknown stage"):
+        target_stages("stage4")
+
+
+@pytest.mark.parametrize("target, previous", [("stage2", "sft \\(stage1\\)"), ("stage3", "math_rl \\(stage2\\)")])
+def test_stage_without_final_previous_is_refused_before_writing(tmp_path: Path, target: str, previous: str) -> None:
+    run_dir = tmp_path / "run"
+    with pytest.raises(RunDirError, match=f"has no final {previous}") as info:
+        submit_stages(run_dir, target, "local")
+    assert "--init-from" in info.value.one_line()
+    assert not run_dir.exists()  # refused before anything was written
+
+
+def test_previous_stage_final_or_pending_is_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = RunPaths(tmp_path / "run").make()
+    Manifest(paths).set_stage("math_rl", status="final")
+    assert driver._check_start(paths, "joint_rl", None, {}, "stage3") is None
+    Manifest(paths).set_stage("math_rl", status="running")
+    # stage 2's driver still pending: stage 3 waits on it (afterok)
+    assert driver._check_start(paths, "joint_rl", None, {"math_rl": ("41", "PENDING")}, "stage3") == "41"
+    with pytest.raises(RunDirError):
+        driver._check_start(paths, "joint_rl", None, {"math_rl": ("41", "FAILED")}, "stage3")
+    assert driver._check_start(paths, "joint_rl", "/some/ckpt", {}, "stage3") is None
+
+
+def test_init_from_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--init-from"):
+        submit_stages(tmp_path / "run", "stage3", "local", init_from=str(tmp_path / "nope"))
+
+
+def test_checkpoint_position_reads_meta_only(tmp_path: Path) -> None:
+    paths = RunPaths(tmp_path)
+    assert checkpoint_position(paths, "math_rl") == driver.Position()
+    from mathfirst_hpc import checkpoint as ckpt
+
+    target = paths.checkpoint("math_rl", 7)
+    ckpt.save_checkpoint(target, {"x": 1}, {"iteration": 2, "step": 7, "mini_batch": 1, "iteration_start_step": 6})
+    assert checkpoint_position(paths, "math_rl") == driver.Position(2, 7, 1, 6)
+
+
+def test_launch_record_round_trip(tmp_path: Path) -> None:
+    paths = RunPaths(tmp_path)
+    with pytest.raises(RunDirError, match="never submitted"):
+        read_launch(paths)
+    profile = load_profile("example-pyxis")
+    write_launch(paths, profile, ["math_rl", "joint_rl"], None, "tiny")
+    launch = read_launch(paths)
+    assert launch["stages"] == ["math_rl", "joint_rl"] and launch_profile(launch) == profile
+
+
+def test_jobs_resubmit_the_same_call_and_pickle(tmp_path: Path) -> None:
+    for job in (DriverJob(str(tmp_path), "sft"), RolloutTask(str(tmp_path), "math_rl", 1, 0, 4, 2),
+                LearnerJob(str(tmp_path), "math_rl", 1, "gloo")):
+        again = pickle.loads(cloudpickle.dumps(job))
+        assert again.__dict__ == job.__dict__
+        delayed = job.checkpoint()
+        assert delayed.function is job and delayed.args == () and delayed.kwargs == {}
+    assert DriverJob.polls_safe_points and LearnerJob.polls_safe_points and not RolloutTask.polls_safe_points
+
+
+def test_job_state_helpers() -> None:
+    assert is_alive("PENDING") and is_alive("RUNNING") and is_alive("REQUEUED")
+    assert not is_alive("COMPLETED") and not is_alive("CANCELLED") and not is_alive("") and not is_alive("UNKNOWN")
+
+
+def test_describe() -> None:
+    text = describe([Submitted("sft", None, note="already final"), Submitted("math_rl", "12"),
+                     Submitted("joint_rl", "13", dependency="12")])
+    assert text.splitlines() == ["sft: already final", "math_rl: driver job 12", "joint_rl: driver job 13 after 12"]

@@ -38,16 +38,17 @@ class HFEngine:
     # RolloutEngine ---------------------------------------------------------------------------------------------
     def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[list[Sample]]:
         start = time.perf_counter()
-        flat = [(i, p) for i, p in enumerate(prompts) for _ in range(sampling.n)]
         # sampling happens on the model's device: copying [batch, vocab] probabilities to the host every token
         # costs more than the forward pass on a GPU (151k vocab)
         generator = torch.Generator(device=self.device).manual_seed(sampling.seed)
         out: list[list[Sample]] = [[] for _ in prompts]
         tokens = 0
-        for lo in range(0, len(flat), self.batch_size):
-            chunk = flat[lo:lo + self.batch_size]
-            for (index, prompt), sample in zip(chunk, self._generate_batch([p for _, p in chunk], sampling,
-                                                                          generator)):
+        per_batch = max(1, self.batch_size // sampling.n)  # whole groups per batch: one prefill per prompt
+        for lo in range(0, len(prompts), per_batch):
+            chunk = list(range(lo, min(len(prompts), lo + per_batch)))
+            samples = self._generate_batch([prompts[i] for i in chunk], sampling, generator)
+            for k, sample in enumerate(samples):
+                index = chunk[k // sampling.n]
                 sample.prompt_index = index
                 out[index].append(sample)
                 tokens += len(sample.token_ids)
@@ -74,26 +75,35 @@ class HFEngine:
 
     def _sample_loop(self, prompts: list[list[int]], sampling: SamplingParams,
                      generator: torch.Generator) -> list[Sample]:
-        batch = len(prompts)
+        """Prefill each prompt once, repeat its KV cache for its ``n`` samples, then decode all rows."""
+        n = sampling.n
         width = max(len(p) for p in prompts)
-        input_ids = torch.full((batch, width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((batch, width), dtype=torch.long)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(prompts), width), dtype=torch.long)
         for row, prompt in enumerate(prompts):
             input_ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
             attention[row, width - len(prompt):] = 1
         input_ids, attention = input_ids.to(self.device), attention.to(self.device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True,
+                         logits_to_keep=1)
+        past = getattr(out, "cache", None) or out.past_key_values
+        if n > 1:
+            past.batch_repeat_interleave(n)
+        attention = attention.repeat_interleave(n, dim=0)
+        step_pos = positions[:, -1:].repeat_interleave(n, dim=0)
+        logits = out.logits[:, -1, :].repeat_interleave(n, dim=0)
+        rows = attention.shape[0]
         eos = torch.tensor(self.eos_token_ids, device=self.device)
-        done = torch.zeros(batch, dtype=torch.bool, device=self.device)
+        done = torch.zeros(rows, dtype=torch.bool, device=self.device)
         new_tokens, new_logprobs = [], []
-        past = None
-        step_ids, step_pos = input_ids, positions
-        for _ in range(sampling.max_new_tokens):
-            out = self.model(input_ids=step_ids, attention_mask=attention, position_ids=step_pos,
-                             use_cache=True, logits_to_keep=1, **{self._cache_kw: past})
-            past = getattr(out, "cache", None) or out.past_key_values
-            logits = out.logits[:, -1, :].float() / sampling.temperature
-            logprobs = torch.log_softmax(logits, dim=-1)
+        for step in range(sampling.max_new_tokens):
+            if step > 0:
+                out = self.model(input_ids=token[:, None], attention_mask=attention, position_ids=step_pos,
+                                 use_cache=True, logits_to_keep=1, **{self._cache_kw: past})
+                past = getattr(out, "cache", None) or out.past_key_values
+                logits = out.logits[:, -1, :]
+            logprobs = torch.log_softmax(logits.float() / sampling.temperature, dim=-1)
             token = self._sample(logprobs, sampling.top_p, generator)
             token = torch.where(done, torch.full_like(token, self.pad_id), token)
             new_tokens.append(token)
@@ -102,11 +112,10 @@ class HFEngine:
             if bool(done.all()):
                 break
             attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=-1)
-            step_pos = step_pos[:, -1:] + 1
-            step_ids = token[:, None]
+            step_pos = step_pos + 1
         tokens = torch.stack(new_tokens, dim=1).cpu()
         logprobs = torch.stack(new_logprobs, dim=1).cpu()
-        return [self._to_sample(prompts[row], tokens[row], logprobs[row]) for row in range(batch)]
+        return [self._to_sample(prompts[row // n], tokens[row], logprobs[row]) for row in range(rows)]
 
     def _sample(self, logprobs: torch.Tensor, top_p: float, generator: torch.Generator) -> torch.Tensor:
         probs = logprobs.exp()
@@ -117,7 +126,9 @@ class HFEngine:
             drop = (cumulative - sorted_probs) >= top_p
             sorted_probs = sorted_probs.masked_fill(drop, 0.0)
             probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        # exponential race: argmax(p / E) with E ~ Exp(1) is a draw from p (one fused op, no CDF search)
+        race = torch.empty_like(probs).exponential_(generator=generator)
+        return (probs / race).argmax(dim=-1)
 
     def _to_sample(self, prompt: list[int], tokens: torch.Tensor, logprobs: torch.Tensor) -> Sample:
         ids = tokens.tolist()

@@ -9,9 +9,11 @@ setup:
 	bash scripts/setup.sh
 
 # All three stages on the tiny CPU preset (SFT -> math DAPO -> joint six-domain DAPO), then a report.
+# Rerunning resumes (or finds every stage final); `make clean` starts over.
 demo: setup
 	$(VENV)/bin/mathfirst-hpc run --run-dir $(RUN_DIR)
 	$(VENV)/bin/mathfirst-hpc status $(RUN_DIR)
+	$(VENV)/bin/mathfirst-hpc report $(RUN_DIR)
 
 # Every test, including the ones on a real local Slurm cluster, which this target starts and stops.
 test: setup

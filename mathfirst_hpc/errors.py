@@ -40,9 +40,5 @@ class CheckpointError(MathfirstError):
     """A checkpoint is missing or incomplete."""
 
 
-class NotBuiltError(MathfirstError):
-    """A command or backend that is not implemented yet: refused, never silently stubbed."""
-
-
 class DataError(MathfirstError):
     """Input data (parquet/jsonl rows, benchmark files) is missing or malformed."""

@@ -66,14 +66,21 @@ class Manifest:
     def set_stage(self, stage: str, **fields: Any) -> dict[str, Any]:
         return self.update(lambda d: d["stages"][stage].update(fields))
 
-    def record_shard(self, path: Path, sha256: str, num_samples: int, scored: bool) -> None:
-        rel = str(Path(path).resolve().relative_to(self.paths.root))
-        self.update(lambda d: d["shards"].__setitem__(rel, {"sha256": sha256, "samples": num_samples,
-                                                             "scored": scored}))
+    def _rel(self, path: Path) -> str:
+        return str(Path(path).resolve().relative_to(self.paths.root))
+
+    def record_shard(self, path: Path, **entry: Any) -> None:
+        """A newly written shard: its entry (sha256, samples, scored, ...) replaces any older one."""
+        rel = self._rel(path)
+        self.update(lambda d: d["shards"].__setitem__(rel, dict(entry)))
+
+    def update_shard(self, path: Path, **fields: Any) -> None:
+        """Change fields of a recorded shard's entry (e.g. its new sha256 once rewards are in)."""
+        rel = self._rel(path)
+        self.update(lambda d: d["shards"][rel].update(fields))
 
     def shard_entry(self, path: Path) -> dict[str, Any] | None:
-        rel = str(Path(path).resolve().relative_to(self.paths.root))
-        return self.read()["shards"].get(rel)
+        return self.read()["shards"].get(self._rel(path))
 
     def record_job(self, job_id: str, **info: Any) -> None:
         self.update(lambda d: d["jobs"].__setitem__(str(job_id), {"submitted_unix": time.time(), **info}))

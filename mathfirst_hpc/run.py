@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from . import STAGES
 from . import checkpoint as ckpt
-from .atomic import append_jsonl, atomic_dir, write_json
+from .atomic import append_jsonl, atomic_dir, read_jsonl, write_json, write_text
 from .config import RlStage, SftStage, StageConfig, dump_yaml, load_resolved, load_stage_config, to_dict
 from .data.base import Problem
 from .errors import RunDirError
@@ -76,7 +76,6 @@ def resolve_stage_config(paths: RunPaths, stage: str, preset: str = "tiny", over
         return cfg
     cfg = load_stage_config(stage, preset, overrides, config_path, check_files=True)
     paths.make()
-    from .atomic import write_text
     write_text(saved, dump_yaml(cfg))
     return cfg
 
@@ -283,7 +282,6 @@ def load_latest(ctx: StageContext, backend) -> dict[str, Any] | None:
 
 def _truncate_metrics(ctx: StageContext, step: int) -> None:
     """Drop this stage's metric lines past the resumed step: the redone steps log them again, once."""
-    from .atomic import read_jsonl, write_text
     rows = read_jsonl(ctx.paths.metrics)
     keep = [r for r in rows if r.get("stage") != ctx.stage or r.get("step", 0) <= step]
     if len(keep) != len(rows):
@@ -326,7 +324,7 @@ def run_sft(ctx: StageContext, init_hf: Path | None = None) -> str:
             save_stage_checkpoint(ctx, backend, {"data": mixer.state_dict(), "step": step}, step)
             return "preempted"
         data_before = mixer.state_dict()
-        problems = [p for p in mixer.next_batch(cfg.sft.batch_size)]
+        problems = mixer.next_batch(cfg.sft.batch_size)
         examples = [tokenize_example(ctx.tokenizer, p, cfg.sft.max_seq_len) for p in problems if p.solution]
         micro = _sft_micro_batches(ctx, examples, accumulation)
         start = time.perf_counter()
@@ -424,9 +422,7 @@ def rollout_shard(ctx: StageContext, engine, iteration: int, gen_batch: int, sha
     sha = write_shard(path, data, stage=ctx.stage, iteration=iteration, gen_batch=gen_batch,
                       shard_index=shard_index, policy_step=policy_step, seed=seed, scored=False,
                       policy_checkpoint=str(ctx.manifest.stage(ctx.stage).get("latest_checkpoint") or "init"))
-    ctx.manifest.update(lambda d: d["shards"].__setitem__(
-        str(path.relative_to(ctx.paths.root)),
-        {"sha256": sha, "samples": len(data), "scored": False, "policy_step": policy_step}))
+    ctx.manifest.record_shard(path, sha256=sha, samples=len(data), scored=False, policy_step=policy_step)
     return path
 
 
@@ -445,14 +441,14 @@ def _samples_to_shard(ctx: StageContext, problems: list[Problem], group_ids: lis
     return data
 
 
-def score_shard(ctx: StageContext, router, path: Path) -> None:
-    """Score every sample with the domain verifiers and write reward = score + overlong penalty into the shard."""
-    rel = str(path.relative_to(ctx.paths.root))
-    entry = ctx.manifest.read()["shards"].get(rel, {})
-    if entry.get("scored"):
-        return
-    cfg: RlStage = ctx.cfg  # type: ignore[assignment]
+def score_shard(ctx: StageContext, router, path: Path) -> ShardData:
+    """Score every sample with the domain verifiers and write reward = score + overlong penalty into the shard.
+    Returns the scored shard (read once: an already scored shard is just read back)."""
+    entry = ctx.manifest.shard_entry(path) or {}
     data = read_shard(path, entry.get("sha256"))
+    if entry.get("scored"):
+        return data
+    cfg: RlStage = ctx.cfg  # type: ignore[assignment]
     problems = {p.uid: p for p in _plans_of(ctx, data)}
     eos = set(eos_ids(ctx.tokenizer))
     responses = [ctx.tokenizer.decode([t for t in data.response_tokens[i] if t not in eos])
@@ -464,8 +460,9 @@ def score_shard(ctx: StageContext, router, path: Path) -> None:
         penalty = overlong_penalty(data.response_length, cfg.rollout.max_response_len,
                                    cfg.dapo.overlong_buffer_len, cfg.dapo.overlong_penalty_factor)
     reward = (score + penalty).astype(np.float32)
-    sha = update_rewards(path, score, reward, [r.verdict for r in results], [r.reason for r in results])
-    ctx.manifest.update(lambda d: d["shards"][rel].update(sha256=sha, scored=True))
+    sha = update_rewards(path, data, score, reward, [r.verdict for r in results], [r.reason for r in results])
+    ctx.manifest.update_shard(path, sha256=sha, scored=True)
+    return data
 
 
 def _plans_of(ctx: StageContext, data: ShardData) -> list[Problem]:
@@ -500,11 +497,10 @@ def collect_iteration(ctx: StageContext, engine, router, mixer, iteration: int, 
             else:
                 paths = [rollout_shard(ctx, engine, iteration, gen_batch, s, policy_step)
                          for s in range(cfg.rollout.num_shards)]
-        with ctx.timed("reward_s"):
-            for path in paths:
-                score_shard(ctx, router, path)
+        with ctx.timed("reward_s"):  # includes reading each shard once (and rewriting it with rewards)
+            scored = [score_shard(ctx, router, path) for path in paths]
         with ctx.timed("shard_io_s"):
-            data = ShardData.concat([read_shard(p) for p in paths])
+            data = ShardData.concat(scored)
         generated.append(data)
         keep_groups = informative_groups(data.reward, data.group_id) if cfg.dapo.dynamic_sampling \
             else np.unique(data.group_id)
@@ -630,6 +626,18 @@ def reward_router(ctx: StageContext) -> Iterator[Any]:
     yield RewardRouter(reward_cfg)
 
 
+def save_rl_checkpoint(ctx: StageContext, backend, iteration: int, mini_batch: int, step: int,
+                       iteration_start_step: int, data_at_iteration_start: dict[str, Any],
+                       partial: PartialStep | None = None, final: bool = False) -> Path:
+    """An RL checkpoint: where in the iteration we are (next mini-batch, optional half-done step), and what is
+    needed to redraw the iteration's prompts and reuse its shards (data cursor and policy step at its start)."""
+    state = {"iteration": iteration, "mini_batch": mini_batch, "step": step,
+             "iteration_start_step": iteration_start_step, "data_at_iteration_start": data_at_iteration_start}
+    if partial is not None:
+        state["partial"] = partial
+    return save_stage_checkpoint(ctx, backend, state, step, final=final)
+
+
 def run_rl(ctx: StageContext, init_hf: Path | None) -> str:
     """math_rl / joint_rl, colocated. Returns 'final' or 'preempted'."""
     cfg: RlStage = ctx.cfg  # type: ignore[assignment]
@@ -658,16 +666,13 @@ def run_rl(ctx: StageContext, init_hf: Path | None) -> str:
                 nonlocal step
                 step += 1
                 if ctx.should_stop():
-                    save_stage_checkpoint(ctx, backend, {
-                        "iteration": iteration, "mini_batch": done, "step": step,
-                        "iteration_start_step": iteration_start_step, "data_at_iteration_start": data_start}, step)
+                    save_rl_checkpoint(ctx, backend, iteration, done, step, iteration_start_step, data_start)
                     stopped["flag"] = True
                 return stopped["flag"]
 
             def interrupted(mini_batch: int, part: PartialStep) -> None:
-                save_stage_checkpoint(ctx, backend, {
-                    "iteration": iteration, "mini_batch": mini_batch, "step": step, "partial": part,
-                    "iteration_start_step": iteration_start_step, "data_at_iteration_start": data_start}, step)
+                save_rl_checkpoint(ctx, backend, iteration, mini_batch, step, iteration_start_step, data_start,
+                                   partial=part)
                 stopped["flag"] = True
 
             with _engine_asleep(engine):  # on a GPU, vLLM frees its memory for the learner step
@@ -684,17 +689,14 @@ def run_rl(ctx: StageContext, init_hf: Path | None) -> str:
             bar.update(1)
             bar.set_postfix(reward=f"{record['reward_mean']:.2f}", kept=f"{record['kept_group_fraction']:.2f}")
             final = iteration == cfg.steps
-            if final or iteration % cfg.checkpoint.every_steps == 0 or ctx.should_stop():
-                save_stage_checkpoint(ctx, backend, {
-                    "iteration": iteration, "mini_batch": 0, "step": step, "iteration_start_step": step,
-                    "data_at_iteration_start": mixer.state_dict()}, step, final=final)
-                if not final and ctx.should_stop():
-                    return "preempted"
+            stop_now = not final and ctx.should_stop()
+            if final or iteration % cfg.checkpoint.every_steps == 0 or stop_now:
+                save_rl_checkpoint(ctx, backend, iteration, 0, step, step, mixer.state_dict(), final=final)
+            if stop_now:
+                return "preempted"
     bar.close()
     if not ctx.manifest.is_final(ctx.stage):
-        save_stage_checkpoint(ctx, backend, {"iteration": iteration, "mini_batch": 0, "step": step,
-                                             "iteration_start_step": step,
-                                             "data_at_iteration_start": mixer.state_dict()}, step, final=True)
+        save_rl_checkpoint(ctx, backend, iteration, 0, step, step, mixer.state_dict(), final=True)
     return "final"
 
 

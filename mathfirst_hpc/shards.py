@@ -74,6 +74,13 @@ class Ragged:
     def take(self, index: np.ndarray) -> "Ragged":
         return Ragged.from_list([self[int(i)] for i in index], self.flat.dtype)
 
+    @staticmethod
+    def concat(parts: Sequence["Ragged"]) -> "Ragged":
+        """Flat arrays joined, offsets shifted: no per-row split."""
+        shifts = np.cumsum([0] + [len(p.flat) for p in parts[:-1]])
+        offsets = np.concatenate([parts[0].offsets[:1]] + [p.offsets[1:] + shift for p, shift in zip(parts, shifts)])
+        return Ragged(np.concatenate([p.flat for p in parts]), offsets.astype(np.int64))
+
 
 @dataclass
 class ShardData:
@@ -118,8 +125,7 @@ class ShardData:
         if not parts:
             raise ValueError("nothing to concatenate")
         cat_list = lambda name: [x for p in parts for x in getattr(p, name)]  # noqa: E731
-        cat_ragged = lambda name: Ragged.from_list(  # noqa: E731
-            [getattr(p, name)[i] for p in parts for i in range(len(p))], getattr(parts[0], name).flat.dtype)
+        cat_ragged = lambda name: Ragged.concat([getattr(p, name) for p in parts])  # noqa: E731
         return ShardData(
             sample_id=np.concatenate([p.sample_id for p in parts]),
             group_id=np.concatenate([p.group_id for p in parts]),
@@ -256,10 +262,10 @@ def _read_open(h5: h5py.File, path: Path) -> ShardData:
     return data
 
 
-def update_rewards(path: Path | str, score: np.ndarray, reward: np.ndarray, verdict: list[str],
+def update_rewards(path: Path | str, data: ShardData, score: np.ndarray, reward: np.ndarray, verdict: list[str],
                    reason: list[str]) -> str:
-    """Rewrite a shard with its reward columns filled (atomic); return the new sha256."""
-    data = read_shard(path)
+    """Fill the reward columns of ``data`` (read from ``path``) and rewrite the shard atomically; return the new
+    sha256."""
     data.score, data.reward = np.asarray(score, np.float32), np.asarray(reward, np.float32)
     data.verdict, data.reason = list(verdict), list(reason)
     return write_shard(path, data, scored=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import overrides_argument, preset_option
+from .common import init_from_option, overrides_argument, preset_option
 
 
 @click.command()
@@ -13,8 +13,7 @@ from .common import overrides_argument, preset_option
 @click.option("--stages", default="1,2,3", show_default=True,
               help="Comma-separated stages: 1|sft, 2|math_rl, 3|joint_rl.")
 @preset_option
-@click.option("--init-from", default=None, type=click.Path(exists=True),
-              help="Checkpoint (or HF folder) the first stage starts from instead of the previous stage.")
+@init_from_option
 @click.option("--no-progress", is_flag=True, help="No progress bars (logs only).")
 @overrides_argument
 def run(run_dir: str, stages: str, preset: str, init_from: str | None, no_progress: bool,
@@ -46,8 +45,7 @@ def run(run_dir: str, stages: str, preset: str, init_from: str | None, no_progre
 @click.option("--profile", default="local-dev", show_default=True,
               help="Cluster profile: a name under slurm/profiles/ or a YAML path.")
 @preset_option
-@click.option("--init-from", default=None, type=click.Path(exists=True),
-              help="Checkpoint (or HF folder) the first stage starts from instead of the previous stage's final.")
+@init_from_option
 @click.option("--dry-run", is_flag=True, help="Print the driver batch file and the resolved config; submit nothing.")
 @overrides_argument
 def submit(target: str, run_dir: str, profile: str, preset: str, init_from: str | None, dry_run: bool,

@@ -18,7 +18,7 @@ Preemption: the learner polls the stop check (signals, time left; all ranks agre
 it then writes an emergency checkpoint (the mini-batch, and the gradients accumulated so far in the interrupted
 optimizer step) and leaves through ``preemption.exit_for_requeue``; the requeued job resumes at that micro-batch,
 so no optimizer step or data item is repeated or skipped.
-Every rank calls ``run.save_stage_checkpoint`` (rank 0 finalises; a sharded backend writes one file per rank).
+Every rank calls ``run.save_rl_checkpoint`` (rank 0 finalises; a sharded backend writes one file per rank).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from ..manifest import Manifest
 from ..paths import RunPaths
 from ..learner.base import PartialStep
 from ..run import (StageContext, build_backend, learner_update, load_latest, log_metrics, make_context,
-                   rollout_shard, run_stage, save_stage_checkpoint)
+                   rollout_shard, run_stage, save_rl_checkpoint)
 from ..shards import read_shard
 from . import preemption
 from .distributed import detect
@@ -151,10 +151,8 @@ def learner_iteration(run_dir: str, stage: str, iteration: int) -> dict[str, Any
 
     def emergency(mini_batch: int, partial: PartialStep | None = None) -> None:
         nonlocal stopped
-        save_stage_checkpoint(ctx, backend, {
-            "iteration": iteration, "mini_batch": mini_batch, "step": step, "partial": partial,
-            "iteration_start_step": plan["policy_step"],
-            "data_at_iteration_start": plan["data_at_iteration_start"]}, step)
+        save_rl_checkpoint(ctx, backend, iteration, mini_batch, step, plan["policy_step"],
+                           plan["data_at_iteration_start"], partial=partial)
         stopped = True
 
     def after_step(done: int) -> bool:
@@ -177,9 +175,7 @@ def learner_iteration(run_dir: str, stage: str, iteration: int) -> dict[str, Any
         preemption.exit_for_requeue()
     final = iteration + 1 == cfg.steps
     with ctx.timed("save_s"):
-        save_stage_checkpoint(ctx, backend, {
-            "iteration": iteration + 1, "mini_batch": 0, "step": step, "iteration_start_step": step,
-            "data_at_iteration_start": plan["data_after"]}, step, final=final)
+        save_rl_checkpoint(ctx, backend, iteration + 1, 0, step, step, plan["data_after"], final=final)
     log_metrics(ctx, {"iteration": iteration + 1, "step": step, **plan["metrics"], **update_metrics(updates)})
     timings = dict(ctx.timings)
     timings["task_s"] = time.perf_counter() - start

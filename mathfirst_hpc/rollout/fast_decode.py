@@ -23,7 +23,6 @@ SUPPORTED = ("qwen3", "llama")
 class LlamaFamilyDecoder:
     def __init__(self, model: Any, cache: Any, attention: torch.Tensor, max_new_tokens: int) -> None:
         """``cache``: the HF cache after prefill (rows already repeated per sample); ``attention``: [rows, width]."""
-        self.model = model
         inner = model.model
         self.layers = list(inner.layers)
         self.embed, self.norm, self.rotary, self.lm_head = inner.embed_tokens, inner.norm, inner.rotary_emb, model.lm_head

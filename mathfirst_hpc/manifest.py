@@ -86,4 +86,6 @@ class Manifest:
         self.update(lambda d: d["jobs"].__setitem__(str(job_id), {"submitted_unix": time.time(), **info}))
 
     def is_final(self, stage: str) -> bool:
-        return self.stage(stage)["status"] == "final"
+        """Status final, unless the checkpoint final.json names fails the quick check: a damaged final is redone."""
+        from .checkpoint import final_problems
+        return self.stage(stage)["status"] == "final" and not final_problems(self.paths.checkpoints(stage))

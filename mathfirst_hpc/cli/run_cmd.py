@@ -66,14 +66,34 @@ def submit(target: str, run_dir: str, profile: str, preset: str, init_from: str 
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-def status(run_dir: str, as_json: bool) -> None:
-    """Show a run dir's stages, checkpoints, jobs and latest rewards."""
-    import json
+@click.option("--verify", is_flag=True,
+              help="Also hash every checkpoint file and every recorded shard against its checksum; exit 1 if any "
+                   "is bad.")
+def status(run_dir: str, as_json: bool, verify: bool) -> None:
+    """Show a run dir's stages, checkpoints, jobs and latest rewards.
 
-    from ..status import collect_status, format_status
+    With --verify, every checkpoint file is hashed against its meta.json and every shard against the manifest.
+    Each bad file is one line on stdout, "bad: PATH: REASON" (PATH relative to RUN_DIR), after the status and
+    before a summary line; the exit code is 1 when any file is bad (2 for a usage error, 0 when all match).
+    """
+    import json
+    from pathlib import Path
+
+    from ..status import collect_status, format_status, format_verification, verify_run
 
     info = collect_status(run_dir)
-    click.echo(json.dumps(info, indent=2, default=str) if as_json else format_status(info))
+    result = verify_run(run_dir) if verify else None
+    if as_json:
+        if result is not None:
+            info["verify"] = result.as_dict(Path(info["run_dir"]))
+        click.echo(json.dumps(info, indent=2, default=str))
+    else:
+        click.echo(format_status(info))
+        if result is not None:
+            click.echo("")
+            click.echo(format_verification(result, Path(info["run_dir"])))
+    if result is not None and result.problems:
+        raise SystemExit(1)
 
 
 @click.command()

@@ -42,11 +42,12 @@ from .learner.base import MicroStepInterrupt, PartialStep, TokenBatch
 from .learner.dapo import (DynamicSamplingState, global_counts, group_advantages, informative_groups,
                            make_dapo_loss, overlong_penalty)
 from .learner.sft import collate_packed, collate_padded, make_sft_loss, tokenize_example
-from .learner.torch_backend import TorchBackend
+from .learner.base import LearnerBackend
 from .manifest import Manifest
-from .models import build_model, eos_ids, load_model, load_tokenizer, prompt_ids, train_tokenizer
+from .models import build_model, eos_ids, load_tokenizer, prompt_ids, train_tokenizer
 from .paths import RunPaths
-from .rollout.base import SamplingParams
+from .registry import IN_MEMORY_ENGINES, EngineOptions, WeightsSource, build_engine, build_learner
+from .rollout.base import RolloutEngine, SamplingParams
 from .shards import Ragged, ShardData, empty_rewards, read_shard, update_rewards, write_shard
 
 log = logging.getLogger("mathfirst_hpc")
@@ -117,10 +118,6 @@ def _seed_for(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:4], "little")
 
 
-def _device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 @dataclass
 class StageContext:
     paths: RunPaths
@@ -158,53 +155,47 @@ def make_context(paths: RunPaths, cfg: StageConfig, should_stop: StopCheck | Non
     return ctx
 
 
-def build_backend(ctx: StageContext, init_hf: Path | None, total_steps: int):
-    """The learner backend chosen by ``parallel.backend``, starting from ``init_hf`` or a fresh model."""
-    cfg = ctx.cfg
+def initial_weights(ctx: StageContext, init_hf: Path | None) -> WeightsSource:
+    """Where the stage's learner starts: ``init_hf``, else the configured model folder, else a fresh seeded
+    preset model (every rank builds the same one)."""
+    model_cfg = ctx.cfg.model
     if init_hf is not None:
-        model = load_model(init_hf, cfg.model.dtype)
-    else:
-        model = build_model(cfg.model, ctx.tokenizer, seed=cfg.seed)
-    if cfg.parallel.backend == "megatron":
-        from .learner.megatron.backend import MegatronBackend  # imported only when chosen
-        backend = MegatronBackend.from_hf(model, cfg, total_steps)
-    else:
-        backend = TorchBackend(model, cfg.optim, total_steps, device=_device())
-    ctx.rank = getattr(backend, "rank", 0)
+        return WeightsSource(folder=init_hf)
+    if model_cfg.path is not None and model_cfg.preset is None:
+        return WeightsSource(folder=Path(model_cfg.path))
+    return WeightsSource(model=build_model(model_cfg, ctx.tokenizer, seed=ctx.cfg.seed))
+
+
+def build_backend(ctx: StageContext, init_hf: Path | None, total_steps: int) -> LearnerBackend:
+    """The learner backend chosen by ``parallel.backend`` (``registry.LEARNER_BACKENDS``)."""
+    backend = build_learner(ctx.cfg, initial_weights(ctx, init_hf), total_steps)
+    ctx.rank = backend.rank
     ctx.progress = ctx.progress and ctx.rank == 0
     return backend
 
 
-def make_engine(ctx: StageContext, backend) -> Any:
-    """The rollout engine chosen by ``rollout.backend``; colocated HF shares the learner's model object."""
-    rollout = ctx.cfg.rollout
-    if rollout.backend == "vllm":
-        from .rollout.vllm import VLLMEngine
-        folder = ctx.paths.engine_weights(ctx.stage)
-        if ctx.rank == 0:
-            shutil.rmtree(folder, ignore_errors=True)
-        _barrier()
-        backend.export_hf(folder)  # the current policy; later iterations update the engine in place
-        if ctx.rank == 0:
-            ctx.tokenizer.save_pretrained(str(folder))
-        _barrier()
-        return VLLMEngine(str(folder), rollout, dtype=ctx.cfg.model.dtype, eos_token_ids=eos_ids(ctx.tokenizer),
-                          seed=ctx.cfg.seed, colocated=True)
-    from .rollout.hf import HFEngine
-    if isinstance(backend, TorchBackend):
-        model = backend.model  # same object: the engine always sees the current policy
-    else:  # a sharded learner: a separate HF copy, refreshed by sync_weights before each iteration
-        model = build_model(ctx.cfg.model, ctx.tokenizer, seed=ctx.cfg.seed) if ctx.cfg.model.path is None \
-            else load_model(ctx.cfg.model.path, ctx.cfg.model.dtype)
-        model.to(_device())
-    return HFEngine(model, ctx.tokenizer, eos_ids(ctx.tokenizer), batch_size=rollout.batch_size)
+def make_engine(ctx: StageContext, backend: LearnerBackend) -> tuple[RolloutEngine, bool]:
+    """The colocated rollout engine chosen by ``rollout.backend`` (``registry.ROLLOUT_ENGINES``), and whether it
+    generates with the learner's own model object (then no weight sync is needed). Otherwise it starts from an HF
+    export of the learner's current weights and is synced in place before each iteration."""
+    cfg = ctx.cfg
+    options = EngineOptions(dtype=cfg.model.dtype, seed=cfg.seed, colocated=True)
+    shared = backend.shared_model()
+    if shared is not None and cfg.rollout.backend in IN_MEMORY_ENGINES:
+        return build_engine(cfg.rollout, ctx.tokenizer, WeightsSource(model=shared), options), True
+    folder = ctx.paths.engine_weights(ctx.stage)
+    if backend.rank == 0:
+        shutil.rmtree(folder, ignore_errors=True)
+    _barrier()
+    backend.export_hf(folder)  # a collective for sharded backends
+    if backend.rank == 0:
+        ctx.tokenizer.save_pretrained(str(folder))
+    _barrier()
+    return build_engine(cfg.rollout, ctx.tokenizer, WeightsSource(folder=folder), options), False
 
 
 @contextlib.contextmanager
-def _engine_asleep(engine) -> Iterator[None]:
-    if not hasattr(engine, "sleep"):
-        yield
-        return
+def _engine_asleep(engine: RolloutEngine) -> Iterator[None]:
     engine.sleep()
     try:
         yield
@@ -212,9 +203,9 @@ def _engine_asleep(engine) -> Iterator[None]:
         engine.wake_up()
 
 
-def sync_weights(engine, backend) -> float:
+def sync_weights(engine: RolloutEngine, backend: LearnerBackend, shares_weights: bool) -> float:
     """Push the learner's weights into a rollout engine that does not share them; returns seconds taken."""
-    if isinstance(backend, TorchBackend) and getattr(engine, "model", None) is backend.model:
+    if shares_weights:
         return 0.0
     start = time.perf_counter()
     engine.update_weights(backend.hf_state_dict())
@@ -235,14 +226,14 @@ def save_stage_checkpoint(ctx: StageContext, backend, state: dict[str, Any], ste
     """Every rank calls this. Sharded backends (Megatron) write one state file per rank; rank 0 writes the
     tokenizer, finalises (meta.json last, rename), prunes and updates the manifest."""
     target = ctx.paths.checkpoint(ctx.stage, step)
-    rank = getattr(backend, "rank", 0)
+    rank = backend.rank
     start = time.perf_counter()
     if rank == 0:
         shutil.rmtree(ckpt.staging_dir(target), ignore_errors=True)
     _barrier()
     full_state = {"backend": backend.state_dict(), "rng": ckpt.capture_rng(), **state}
-    if _sharded(backend) or rank == 0:
-        ckpt.write_rank_state(target, full_state, rank=rank if _sharded(backend) else 0)
+    if backend.sharded or rank == 0:
+        ckpt.write_rank_state(target, full_state, rank=rank if backend.sharded else 0)
     if ctx.cfg.checkpoint.export_hf or final:
         backend.export_hf(ckpt.staging_dir(target) / "hf")  # a collective for sharded backends
     _barrier()
@@ -251,7 +242,7 @@ def save_stage_checkpoint(ctx: StageContext, backend, state: dict[str, Any], ste
         if (ckpt.staging_dir(target) / "hf").exists():
             ctx.tokenizer.save_pretrained(str(ckpt.staging_dir(target) / "hf"))
         meta = {"stage": ctx.stage, "step": step, "final": final,
-                "world_size": getattr(backend, "world_size", 1),
+                "world_size": backend.world_size,
                 **{k: v for k, v in state.items() if isinstance(v, (int, float, str, bool))}}
         ckpt.finalize_checkpoint(target, meta)
         if final:
@@ -272,7 +263,7 @@ def load_latest(ctx: StageContext, backend) -> dict[str, Any] | None:
         _truncate_metrics(ctx, step=0)
         return None
     _barrier()  # rank 0 may still be finalising a checkpoint another rank is about to look for
-    state = ckpt.load_rank_state(latest, rank=getattr(backend, "rank", 0) if _sharded(backend) else 0)
+    state = ckpt.load_rank_state(latest, rank=backend.rank if backend.sharded else 0)
     backend.load_state_dict(state["backend"])
     ckpt.restore_rng(state["rng"])
     _truncate_metrics(ctx, step=state["step"])
@@ -286,10 +277,6 @@ def _truncate_metrics(ctx: StageContext, step: int) -> None:
     keep = [r for r in rows if r.get("stage") != ctx.stage or r.get("step", 0) <= step]
     if len(keep) != len(rows):
         write_text(ctx.paths.metrics, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
-
-
-def _sharded(backend) -> bool:
-    return not isinstance(backend, TorchBackend)
 
 
 def log_metrics(ctx: StageContext, record: dict[str, Any]) -> None:
@@ -328,7 +315,7 @@ def run_sft(ctx: StageContext, init_hf: Path | None = None) -> str:
         examples = [tokenize_example(ctx.tokenizer, p, cfg.sft.max_seq_len) for p in problems if p.solution]
         micro = _sft_micro_batches(ctx, examples, accumulation)
         start = time.perf_counter()
-        tokens, _ = global_counts(micro, group=getattr(backend, "dp_group", None))
+        tokens, _ = global_counts(micro, group=backend.dp_group)
         try:
             metrics = train_step(ctx, backend, micro, make_sft_loss(tokens), partial)
         except MicroStepInterrupt as exc:  # emergency checkpoint inside the step; the batch is redrawn on resume
@@ -352,11 +339,11 @@ def run_sft(ctx: StageContext, init_hf: Path | None = None) -> str:
     return "final"
 
 
-def train_step(ctx: StageContext, backend, micro: list[TokenBatch], loss_fn, partial: PartialStep | None = None):
+def train_step(ctx: StageContext, backend: LearnerBackend, micro: list[TokenBatch], loss_fn,
+               partial: PartialStep | None = None) -> dict[str, float]:
     """backend.train_step, interruptible between micro-batches where the backend supports it."""
-    if getattr(backend, "supports_partial_steps", False):
-        return backend.train_step(micro, loss_fn, interrupt=ctx.should_stop, partial=partial)
-    return backend.train_step(micro, loss_fn)
+    interrupt = ctx.should_stop if backend.supports_partial_steps else None
+    return backend.train_step(micro, loss_fn, interrupt=interrupt, partial=partial)
 
 
 def _sft_micro_batches(ctx: StageContext, examples: list, accumulation: int) -> list[TokenBatch]:
@@ -555,8 +542,7 @@ def learner_update(ctx: StageContext, backend, kept: ShardData, start_mini_batch
     (the caller saves an emergency checkpoint) and returns; ``partial`` resumes that mini-batch."""
     cfg: RlStage = ctx.cfg  # type: ignore[assignment]
     advantages = group_advantages(kept.reward, kept.group_id, cfg.dapo.adv_eps)
-    rank, world = getattr(backend, "rank", 0), getattr(backend, "world_size", 1)
-    dp_rank, dp_size = getattr(backend, "dp_rank", rank), getattr(backend, "dp_size", world)
+    dp_rank, dp_size = backend.dp_rank, backend.dp_size
     results = []
     minis = split_mini_batches(kept, cfg.dapo.mini_batches)
     for m in range(start_mini_batch, len(minis)):
@@ -565,7 +551,7 @@ def learner_update(ctx: StageContext, backend, kept: ShardData, start_mini_batch
                                   advantages[rows[lo:lo + cfg.dapo.micro_batch_size]], cfg.rollout.temperature,
                                   ctx.tokenizer.pad_token_id)
                  for lo in range(0, len(rows), cfg.dapo.micro_batch_size)]
-        tokens, seqs = global_counts(micro, group=getattr(backend, "dp_group", None))
+        tokens, seqs = global_counts(micro, group=backend.dp_group)
         start = time.perf_counter()
         loss_fn = make_dapo_loss(cfg.dapo, tokens, seqs)
         if on_interrupt is None:
@@ -642,7 +628,7 @@ def run_rl(ctx: StageContext, init_hf: Path | None) -> str:
     """math_rl / joint_rl, colocated. Returns 'final' or 'preempted'."""
     cfg: RlStage = ctx.cfg  # type: ignore[assignment]
     backend = build_backend(ctx, init_hf, total_steps=cfg.steps * cfg.dapo.mini_batches)
-    engine = make_engine(ctx, backend)
+    engine, shares_weights = make_engine(ctx, backend)
     mixer = _make_mixer(cfg)
     state = load_latest(ctx, backend) or {}
     iteration, step = state.get("iteration", 0), state.get("step", 0)
@@ -658,7 +644,7 @@ def run_rl(ctx: StageContext, init_hf: Path | None) -> str:
             last_save_s = ctx.timings.get("last_save_s", 0.0)
             ctx.timings.clear()
             ctx.timings["last_save_s"] = last_save_s
-            ctx.timings["weight_sync_s"] = sync_weights(engine, backend)
+            ctx.timings["weight_sync_s"] = sync_weights(engine, backend, shares_weights)
             batch = collect_iteration(ctx, engine, router, mixer, iteration, iteration_start_step)
             stopped = {"flag": False}
 

@@ -268,26 +268,19 @@ def _first_stage_config(run: Any) -> Path:
 
 
 def default_engine_factory(cfg: EvalConfig, paths: EvalPaths) -> EngineFactory:
-    """HF engine (CUDA when available, else CPU) or vLLM, on the target's HF folder."""
+    """The engine named by ``backend`` (``registry.ROLLOUT_ENGINES``: HF on CUDA when available, else CPU; or
+    vLLM) on the target's HF folder."""
 
     def build(target: EvalTarget) -> tuple[RolloutEngine, Callable[[list[dict[str, str]]], list[int]]]:
-        from ..models import eos_ids, load_model, load_tokenizer, prompt_ids
+        from ..config import RolloutConfig
+        from ..models import load_tokenizer, prompt_ids
+        from ..registry import EngineOptions, WeightsSource, build_engine
 
         folder = materialize_base(target, paths)
         tokenizer = load_tokenizer(folder)
-        if cfg.backend == "vllm":
-            from ..config import RolloutConfig
-            from ..rollout.vllm import VLLMEngine
-            rollout = RolloutConfig(backend="vllm", max_prompt_len=cfg.max_prompt_len,
-                                    max_response_len=cfg.max_new_tokens)
-            engine: RolloutEngine = VLLMEngine(folder, rollout, eos_token_ids=eos_ids(tokenizer), seed=cfg.seed)
-        else:
-            import torch
-
-            from ..rollout.hf import HFEngine
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            model = load_model(folder).to(device)
-            engine = HFEngine(model, tokenizer, eos_ids(tokenizer), batch_size=cfg.batch_size, device=device)
+        rollout = RolloutConfig(backend=cfg.backend, batch_size=cfg.batch_size, max_prompt_len=cfg.max_prompt_len,
+                                max_response_len=cfg.max_new_tokens)
+        engine = build_engine(rollout, tokenizer, WeightsSource(folder=Path(folder)), EngineOptions(seed=cfg.seed))
         return engine, lambda messages: prompt_ids(tokenizer, messages, cfg.max_prompt_len)
 
     return build

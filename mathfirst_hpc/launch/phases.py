@@ -35,8 +35,10 @@ from ..config import RlStage, load_resolved
 from ..manifest import Manifest
 from ..paths import RunPaths
 from ..learner.base import PartialStep
-from ..run import (StageContext, build_backend, learner_update, load_latest, log_metrics, make_context,
-                   rollout_shard, run_stage, save_rl_checkpoint)
+from ..registry import EngineOptions, WeightsSource, build_engine
+from ..rollout.base import RolloutEngine
+from ..run import (StageContext, build_backend, initial_weights, learner_update, load_latest, log_metrics,
+                   make_context, rollout_shard, run_stage, save_rl_checkpoint)
 from ..shards import read_shard
 from . import preemption
 from .distributed import detect
@@ -59,32 +61,17 @@ def stage_init_hf(paths: RunPaths, stage: str) -> Path | None:
 
 # ---- rollout -----------------------------------------------------------------------------------------------------
 
-def _policy_model(ctx: StageContext, policy_step: int):
-    from ..models import build_model, load_model
-
+def _policy_weights(ctx: StageContext, policy_step: int) -> WeightsSource:
+    """The weights of ``policy_step``: its checkpoint's HF export, the stage's initial weights at step 0."""
     if policy_step > 0:
-        return load_model(ctx.paths.hf_export(ctx.stage, policy_step), ctx.cfg.model.dtype)
-    init = stage_init_hf(ctx.paths, ctx.stage)
-    if init is not None:
-        return load_model(init, ctx.cfg.model.dtype)
-    return build_model(ctx.cfg.model, ctx.tokenizer, seed=ctx.cfg.seed)  # the learner's initial model, same seed
+        return WeightsSource(folder=ctx.paths.hf_export(ctx.stage, policy_step))
+    return initial_weights(ctx, stage_init_hf(ctx.paths, ctx.stage))  # the learner's start, same seed
 
 
-def _engine(ctx: StageContext, policy_step: int):
-    cfg: RlStage = ctx.cfg  # type: ignore[assignment]
-    from ..models import eos_ids
-
-    if cfg.rollout.backend == "vllm":
-        from ..rollout.vllm import VLLMEngine
-
-        folder = ctx.paths.hf_export(ctx.stage, policy_step) if policy_step > 0 else stage_init_hf(ctx.paths,
-                                                                                                   ctx.stage)
-        return VLLMEngine(folder or "", cfg.rollout, dtype=cfg.model.dtype, eos_token_ids=eos_ids(ctx.tokenizer),
-                          seed=cfg.seed)
-    from ..rollout.hf import HFEngine
-
-    return HFEngine(_policy_model(ctx, policy_step), ctx.tokenizer, eos_ids(ctx.tokenizer),
-                    batch_size=cfg.rollout.batch_size)
+def _engine(ctx: StageContext, policy_step: int) -> RolloutEngine:
+    cfg = ctx.cfg
+    return build_engine(cfg.rollout, ctx.tokenizer, _policy_weights(ctx, policy_step),
+                        EngineOptions(dtype=cfg.model.dtype, seed=cfg.seed))
 
 
 def rollout_task(run_dir: str, stage: str, iteration: int, gen_batch: int, shard_index: int,
@@ -96,9 +83,7 @@ def rollout_task(run_dir: str, stage: str, iteration: int, gen_batch: int, shard
         engine = _engine(ctx, policy_step)
     with ctx.timed("rollout_s"):
         path = rollout_shard(ctx, engine, iteration, gen_batch, shard_index, policy_step)
-    close = getattr(engine, "close", None)
-    if close is not None:
-        close()
+    engine.close()
     timings = dict(ctx.timings)
     timings["task_s"] = time.perf_counter() - start
     return {"shard": str(path), "timings": timings}

@@ -69,16 +69,34 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, TokenBatch], tuple[torch.Tensor, 
 
 
 class LearnerBackend(Protocol):
+    """Everything the RL loop and the checkpoint code need from a learner; built only by ``registry.py``."""
+
     rank: int
+    """Global rank of this process."""
     world_size: int
+    dp_rank: int
+    """Data-parallel rank: the rows of a mini-batch this rank trains on are ``rows[dp_rank::dp_size]``."""
+    dp_size: int
+    dp_group: Any
+    """Process group over which global token/sequence counts are reduced (None = the default group)."""
+    sharded: bool
+    """True when ranks hold different parts of the state (TP/PP): every rank writes its own checkpoint file.
+    False: every rank holds the whole state and only rank 0 writes it."""
+    supports_partial_steps: bool
+    """True when ``train_step`` honours ``interrupt``/``partial`` (emergency saves between micro-batches); False:
+    it stops only at optimizer-step boundaries and ``partial`` must be None."""
 
     def forward_logprobs(self, batch: TokenBatch) -> torch.Tensor:
         """Per-token log-probs [B, T] without gradient (for KL references and checks)."""
         ...
 
-    def train_step(self, micro_batches: list[TokenBatch], loss_fn: LossFn) -> dict[str, float]:
+    def train_step(self, micro_batches: list[TokenBatch], loss_fn: LossFn,
+                   interrupt: Callable[[], bool] | None = None,
+                   partial: PartialStep | None = None) -> dict[str, float]:
         """Forward/backward every micro-batch, all-reduce, clip, optimizer + scheduler step.
-        Returns summed loss metrics plus ``grad_norm`` and ``lr``."""
+        Returns summed loss metrics plus ``grad_norm`` and ``lr``. With ``supports_partial_steps``, ``interrupt()``
+        is polled between micro-batches and a true answer raises :class:`MicroStepInterrupt`; ``partial``
+        resumes such a step (on rank 0 only its gradients count: they are already summed over ranks)."""
         ...
 
     def state_dict(self) -> dict[str, Any]:
@@ -94,4 +112,13 @@ class LearnerBackend(Protocol):
 
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
         """Full HF-named weights (gathered across TP/PP) for in-place rollout weight sync."""
+        ...
+
+    def shared_model(self) -> Any:
+        """The transformers model this learner trains in place, which a colocated HF engine may generate with
+        directly (no weight sync); None when the learner holds no such model (Megatron)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the backend holds beyond memory (model-parallel groups)."""
         ...

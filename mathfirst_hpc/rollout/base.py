@@ -35,12 +35,22 @@ class Sample:
 
 
 class RolloutEngine(Protocol):
+    """Everything the RL loop and the evaluation need from an engine; built only by ``registry.py``."""
+
     def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[list[Sample]]:
         """Return, for each prompt, ``sampling.n`` samples."""
         ...
 
     def update_weights(self, state_dict: dict[str, Any]) -> None:
         """Load new policy weights in place (HF-named tensors)."""
+        ...
+
+    def sleep(self) -> None:
+        """Free accelerator memory for the learner's turn (colocated vLLM on a GPU); may do nothing."""
+        ...
+
+    def wake_up(self) -> None:
+        """Undo ``sleep`` before the next ``generate``."""
         ...
 
     def close(self) -> None:

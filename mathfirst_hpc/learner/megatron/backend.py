@@ -169,7 +169,13 @@ def _dist_opt_shard(opt: Any) -> dict[Any, Any]:
 
 
 class MegatronBackend:
-    """LearnerBackend over megatron-core. Build with :meth:`from_hf_model` or :meth:`from_pretrained`."""
+    """LearnerBackend over megatron-core. Build with :meth:`from_hf_model` or :meth:`from_pretrained` (the
+    registry, ``registry.py``, picks one from the config)."""
+
+    sharded = True
+    """Every rank holds its own TP/PP (and distributed-optimizer) shard and writes its own checkpoint file."""
+    supports_partial_steps = False
+    """Megatron's schedule runs all micro-batches of a step at once: it stops only between optimizer steps."""
 
     def __init__(self, hf_config: Any, hf_state: Mapping[str, torch.Tensor], *, optim: OptimConfig,
                  parallel: ParallelConfig, total_steps: int, dtype: str = "float32", seed: int = 0,
@@ -315,7 +321,12 @@ class MegatronBackend:
         return self._from_last_stage(logp)
 
     # Training ----------------------------------------------------------------------------------------------------
-    def train_step(self, micro_batches: list[TokenBatch], loss_fn: LossFn) -> dict[str, float]:
+    def train_step(self, micro_batches: list[TokenBatch], loss_fn: LossFn, interrupt: Any = None,
+                   partial: Any = None) -> dict[str, float]:
+        """One optimizer step. ``interrupt`` is not polled (see ``supports_partial_steps``); ``partial`` must be
+        None, since this backend never writes a mid-step checkpoint."""
+        if partial is not None:
+            raise ValueError("MegatronBackend cannot resume a partial optimizer step (supports_partial_steps)")
         if not micro_batches:  # megatron's schedule runs at least one micro-batch; the DP peers would hang
             raise ValueError(f"train_step: DP rank {self.dp_rank} got no micro-batch (fewer rows than DP ranks?)")
         self.ddp.train()
@@ -411,6 +422,10 @@ class MegatronBackend:
             config["architectures"] = config.get("architectures") or [_ARCHITECTURES[self.shape.model_type]]
             write_text(path / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
         dist.barrier()
+
+    def shared_model(self) -> None:
+        """No transformers model to share: a colocated HF engine keeps its own copy, synced by hf_state_dict."""
+        return None
 
     def close(self) -> None:
         """Release megatron's process groups (the default group stays for the caller)."""

@@ -1,4 +1,4 @@
-"""``mathfirst-hpc eval``, ``analyze skills`` and ``report``: parse, call one library function, print."""
+"""``mathfirst-hpc eval``, ``analyze skills``, ``analyze skills-eval`` and ``report``: parse, call one library function, print."""
 
 from __future__ import annotations
 
@@ -77,6 +77,17 @@ def skills(source: str, judge_model: str | None, judge_backend: str, judge_max_n
         click.echo((folder / "frequencies_judge.md").read_text())
         click.echo(agreement_markdown(result["agreement"]))
     click.echo(f"labels and tables: {folder}")
+
+
+@analyze.command("skills-eval")
+@click.argument("traces", metavar="LABELLED_JSONL", type=click.Path(exists=True, dir_okay=False))
+def skills_eval(traces: str) -> None:
+    """Per-skill precision/recall of the pattern classifier on hand-labelled traces (tests/data/skills/*.jsonl)."""
+    from ..analysis.skills import classify_patterns, read_labelled_traces, score_labels, score_table
+
+    rows = read_labelled_traces(traces)
+    scores = score_labels([classify_patterns(t.text) for t in rows], [t.skills for t in rows])
+    click.echo(score_table(scores, f"pattern classifier on {traces}: {len(rows)} traces"))
 
 
 @click.command()

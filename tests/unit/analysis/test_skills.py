@@ -197,3 +197,17 @@ def test_analyze_skills_over_eval_results(tmp_path):
         assert (out / "skills" / name).exists(), name
     with pytest.raises(DataError, match="no evaluation results"):
         S.analyze_skills(tmp_path / "eval" / "skills")
+
+
+def test_skills_eval_command_prints_the_table_and_refuses_bad_files(tmp_path):
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "mathfirst_hpc.cli", "analyze", "skills-eval"]
+    out = subprocess.run([*cli, str(DATA / "heldout.jsonl")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "75 traces" in out.stdout
+    assert all(skill in out.stdout for skill in (*S.SKILLS, "micro"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    out = subprocess.run([*cli, str(bad)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "not a labelled trace" in out.stderr and "Traceback" not in out.stderr

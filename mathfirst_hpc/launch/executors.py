@@ -48,9 +48,22 @@ def attach_job(kind: str, folder: Path | str, job_id: str) -> submitit.Job:
     raise ConfigError(f"unknown executor {kind!r}", hint="use slurm or local")
 
 
-def batch_script(spec: JobSpec, folder: Path | str) -> str:
-    """The sbatch file that ``submit`` would write for ``spec`` (for ``--dry-run``)."""
-    executor = make_executor("slurm", folder, spec)
-    assert isinstance(executor, submitit.SlurmExecutor)
+class _PreviewExecutor(submitit.SlurmExecutor):
+    """Writes batch files only: SlurmExecutor refuses to exist without ``srun``, a preview needs no Slurm."""
+
+    @classmethod
+    def affinity(cls) -> int:
+        return 2
+
+
+def batch_script(spec: JobSpec, folder: Path | str, array_size: int | None = None) -> str:
+    """The sbatch file that ``submit`` would write for ``spec`` (for ``--dry-run``; works without Slurm).
+
+    ``array_size``: the file of a job array of that many tasks, as ``executor.batch()`` submits it.
+    """
+    executor = _PreviewExecutor(folder=folder, python=spec.python_command(), max_num_timeout=MAX_TIMEOUTS)
+    executor.update_parameters(**spec.slurm_parameters())
+    if array_size is not None:
+        executor.parameters["map_count"] = array_size  # what submitit sets for a batch of several jobs
     # submitit builds the file from the same parameters it submits; "DRYRUN" stands for the pickle's uuid.
     return executor._make_submission_file_text(executor._submitit_command_str, "DRYRUN")

@@ -9,6 +9,13 @@ in-process checks (identical normalised text, exact fractions), then the structu
 from threads and from worker processes; no ``signal.alarm``). A deadline or a crash gives verdict ``error``:
 not a training signal, counted by the router. Where no child process can be started (a daemonic worker), the
 comparison runs in-process; the inputs are then bounded in size instead (``max_answer_chars``).
+
+What counts as the same answer (details in ``math_equiv``): ``-\\infty`` never equals ``\\infty``; ``\\pm``
+answers are the two values they stand for (``x = 1 \\pm 2`` equals ``\\{-1, 3\\}``); a two-sided chain on one
+variable is an interval (``1 < x \\le 3`` equals ``x \\in (1, 3]``). A number followed by a unit or by the noun
+it counts is that number: ``3 apples`` scores 1 against ``3``, as with math-verify's unit normalisation and the
+Hendrycks MATH grader (the question fixes what is counted; the model is not penalised for naming it). Words that
+change the value are never dropped: ``3 million`` is 3000000, and ``3 halves`` or ``3 squared`` do not equal 3.
 """
 
 from __future__ import annotations

@@ -13,6 +13,36 @@ keeps ``1-1/e`` and ``1+1/e`` apart; equations compare ``lhs - rhs`` up to a con
 
 LaTeX becomes sympy through rewards/math_parse.py (a whitelist translator and a small parser; no ``eval``).
 What it does not support raises :class:`MathParseError`; the answer is then compared as text only.
+
+Infinity keeps its sign: a tree holding ``oo`` is evaluated by sympy's own arithmetic before comparison
+(``Mul(-1, oo, evaluate=False).evalf()`` is ``+oo``, which made ``-\\infty`` equal ``\\infty``).
+
+``\\pm`` / ``\\mp`` (and the Unicode signs) expand to the two answers they stand for, with the usual
+convention that every ``\\pm`` of one answer takes the same sign and every ``\\mp`` the other: ``x = 1 \\pm 2``
+is the list ``x = 3, x = -1`` and equals ``\\{-1, 3\\}`` or ``-1, 3``. Inside a set or list the two values are
+spliced in (``\\{1 \\pm \\sqrt{2}\\}`` has two elements).
+
+Inequalities compare as solution sets on one variable, a deliberately small, sound subset:
+
+* a chain of exactly two relations ``a < x \\le b`` (both from ``<, \\le`` or both from ``>, \\ge``) whose middle is
+  a single variable (a letter, optionally subscripted) that neither end mentions is the interval ``(a, b]``;
+* a single relation with a lone variable on one side and an expression without it on the other is a half-line
+  (``x > 3`` is ``(3, \\infty)``) when it meets an interval;
+* these equal an interval written ``(a, b]`` or ``x \\in (a, b]`` with the same brackets and equivalent ends, and
+  each other when the variables agree (a bare interval has no variable). ``x < -2 \\text{ or } x > 3`` equals
+  ``(-\\infty, -2) \\cup (3, \\infty)`` piece by piece.
+
+Not covered (compared as before: relation by relation, else text): longer chains, chains with ``=`` or
+``\\ne``, ``|x| < 1``, conditions on two variables, and unions that overlap or touch. An open pair ``(1, 3)`` is
+read as an interval when it meets an inequality, so ``1 < x < 3`` also equals the point ``(1, 3)``: a tuple
+reference compared with an inequality is the one unsound case this accepts.
+
+Units and counted nouns: a trailing word after a number is dropped when it names a unit or what is counted
+(``10 cm``, ``36 square units``, ``3 apples`` all equal the bare number), as math-verify's unit normalisation
+(its unit list names "apple", and it drops a trailing ``\\text{...}``) and the Hendrycks MATH grader's removal
+of a trailing ``\\text{ ...}`` do: the question fixes what is counted, and naming it does not change the value. Words that change the value are never dropped: ``3 million`` / ``2.5 thousand`` /
+``4 dozen`` are read as the numbers 3000000 / 2500 / 48, and ``3 halves``, ``3 squared`` and the like stay
+text (so they do not equal ``3``).
 """
 
 from __future__ import annotations
@@ -25,8 +55,8 @@ from .extract import brace_group
 from .math_parse import MathParseError, evaluate_safely, parse_tex
 
 Node = tuple[Any, ...]
-"""("expr", text) | ("rel", op, lhs, rhs) | ("seq", open, close, items) | ("set", items) | ("list", items)
-| ("matrix", rows) | ("union", items)"""
+"""("expr", text) | ("rel", op, lhs, rhs) | ("seq", open, close, items) | ("set", items) | ("list", items[, "pm"])
+| ("matrix", rows) | ("union", items) | ("interval", open, close, lo, hi, variable)"""
 
 SET_OPEN, SET_CLOSE = "\u2983", "\u2984"  # stand-ins for \{ \} that survive brace handling
 
@@ -43,6 +73,12 @@ _UNITS = {
     "dollars", "cent", "cents", "unit", "units", "sq", "square", "cubic", "degree", "degrees", "radian", "radians",
     "percent", "liter", "liters", "litre", "ml", "people", "students", "ways", "points", "times", "items",
 }
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 10 ** 6, "billion": 10 ** 9, "trillion": 10 ** 12,
+           "dozen": 12}
+"""Words that multiply the number before them: ``3 million`` is 3000000, never 3."""
+_VALUE_WORDS = {"half", "halves", "third", "thirds", "quarter", "quarters", "fourth", "fourths", "fifth", "fifths",
+                "squared", "cubed", "score", "gross", "lakh", "lakhs", "crore", "crores", "bn"}
+"""Words that change the value and are not read as a number: the answer stays text, unequal to the bare number."""
 _MATH_WORDS = {"or", "and", "sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "sqrt", "pi", "oo", "inf",
                "infty", "infinity", "mod", "pmod", "i", "e"}
 """Words that are mathematics, not units, after a number."""
@@ -74,17 +110,33 @@ def _unwrap_text(s: str) -> str:
     # a trailing word group after a number is a unit ("10\text{ cm}"); inner ones are words ("1\text{ or }2")
     last = groups[-1] if skeleton.rstrip().endswith("\0") else None
     drop_last = last is not None and bool(re.search(r"\d", outside)) and bool(
-        re.fullmatch(r"\s*[a-zA-Z][a-zA-Z .]*(\^\{?\d\}?)?\s*", last))
+        re.fullmatch(r"\s*[a-zA-Z][a-zA-Z .]*(\^\{?\d\}?)?\s*", last)) and not _changes_value(last)
     out = skeleton
     for k, g in enumerate(groups):
         out = out.replace("\0", "" if (drop_last and k == len(groups) - 1) else g, 1)
     return out
 
 
+def _changes_value(words: str) -> bool:
+    """True when a word after a number scales it ('million', 'halves', 'squared'): never drop it as a unit."""
+    return any(w.lower().rstrip("s") in _SCALES or w.lower() in _SCALES or w.lower() in _VALUE_WORDS
+               for w in words.replace(".", " ").split())
+
+
+def _apply_scale(s: str) -> str:
+    """'3 million' -> '3000000', '2.5 thousand' -> '2500', '4 dozen' -> '48' (a plain number and one scale word)."""
+    match = re.fullmatch(r"([-+]?(?:\d+(?:\.\d*)?|\.\d+))\s*(?:\\text\{\s*)?([a-zA-Z]+?)s?(?:\s*\})?", s)
+    if not match or match.group(2).lower() not in _SCALES:
+        return s
+    value = Fraction(match.group(1)) * _SCALES[match.group(2).lower()]
+    return str(value.numerator) if value.denominator == 1 else str(float(value))
+
+
 def _strip_unit_words(s: str) -> str:
-    """'10 cm' -> '10', '5 square units' -> '5'; words only after something that ends in a digit, brace or paren."""
+    """'10 cm' -> '10', '5 square units' -> '5', '3 apples' -> '3'; words only after something that ends in a
+    digit, brace or paren, and never words that change the value ('3 million', '3 halves')."""
     match = re.fullmatch(r"(?P<val>.*?[\d})])\s*(?P<words>[a-zA-Z][a-zA-Z .]*?)\s*(\^\{?[23]\}?)?", s)
-    if match:
+    if match and not _changes_value(match.group("words")):
         words = match.group("words").replace(".", " ").split()
         if words and all(w.lower() in _UNITS or (len(w) > 1 and w.lower() not in _MATH_WORDS) for w in words):
             return match.group("val").strip()
@@ -104,6 +156,7 @@ def normalize(text: str) -> str:
     s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree(?![a-zA-Z])", "", s)
     s = s.replace("\\%", "").replace("%", "").replace("\\$", "").replace("$", "")
     s = s.replace("\u2212", "-").replace("\u2264", "\\le").replace("\u2265", "\\ge").replace("\u2260", "\\ne")
+    s = s.replace("\u00b1", "\\pm ").replace("\u2213", "\\mp ")
     s = re.sub(r"\\(leq|leqslant)(?![a-zA-Z])", r"\\le", s)
     s = re.sub(r"\\(geq|geqslant)(?![a-zA-Z])", r"\\ge", s)
     s = re.sub(r"\\(neq)(?![a-zA-Z])", r"\\ne", s)
@@ -115,6 +168,7 @@ def normalize(text: str) -> str:
         s = s.replace(",", "")
     if re.fullmatch(r"\d{1,3}(?: \d{3})+(?:\.\d+)?", s):
         s = s.replace(" ", "")
+    s = _apply_scale(s)
     s = _strip_unit_words(s)
     s = re.sub(r"\b(infinity|inf)\b", r"\\infty", s)
     s = re.sub(r"\\varnothing(?![a-zA-Z])|^" + SET_OPEN + r"\s*" + SET_CLOSE + "$", r"\\emptyset", s)
@@ -193,21 +247,85 @@ def parse_structure(s: str) -> Node:
     s = re.sub(r"^[a-zA-Z]\s*\\in\s*", "", s)
     if s.startswith(SET_OPEN) and s.endswith(SET_CLOSE) and _closes_at_end(s):
         inner = s[1:-1].strip()
-        return ("set", tuple(parse_structure(p) for p in split_top(inner, (",", ";"))) if inner else ())
+        return ("set", _spliced(split_top(inner, (",", ";"))) if inner else ())
     if s[:1] in "([" and s[-1:] in ")]" and _closes_at_end(s):
         items = split_top(s[1:-1])
         if len(items) > 1:
             return ("seq", s[0], s[-1], tuple(parse_structure(p) for p in items))
     items = split_top(s, (",", ";", "\\text{ or }", " or ", " and "))
     if len(items) > 1:
-        return ("list", tuple(parse_structure(p) for p in items if p))
-    for tex, op in _RELATIONS:
-        pieces = split_top(s, (tex,))
-        if len(pieces) == 2 and pieces[0] and pieces[1] and not any(o in pieces[1] for o in "<>="):
-            if op in (">", ">="):  # a > b  ==  b < a
-                return ("rel", op.replace(">", "<"), pieces[1], pieces[0])
-            return ("rel", op, pieces[0], pieces[1])
+        return ("list", _spliced([p for p in items if p]))
+    if _PLUS_MINUS.search(s):
+        return ("list", (parse_structure(_choose_sign(s, "+")), parse_structure(_choose_sign(s, "-"))), "pm")
+    pieces, ops = _split_relations(s)
+    if len(ops) == 1 and pieces[0] and pieces[1]:
+        if ops[0] in (">", ">="):  # a > b  ==  b < a
+            return ("rel", ops[0].replace(">", "<"), pieces[1], pieces[0])
+        return ("rel", ops[0], pieces[0], pieces[1])
+    if len(ops) == 2:
+        return _chain_interval(pieces, ops) or ("expr", s)
     return ("expr", s)
+
+
+_PLUS_MINUS = re.compile(r"\\(?:pm|mp)(?![a-zA-Z])")
+_VARIABLE = re.compile(r"[a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?")
+
+
+def _choose_sign(s: str, sign: str) -> str:
+    """Every \\pm becomes ``sign``, every \\mp the other sign (the usual correlated reading)."""
+    other = "-" if sign == "+" else "+"
+    return _PLUS_MINUS.sub(lambda m: f" {sign if m.group(0) == chr(92) + 'pm' else other} ", s)
+
+
+def _spliced(parts: list[str]) -> tuple[Node, ...]:
+    """Items of a set or list; an item with \\pm contributes its two values."""
+    out: list[Node] = []
+    for part in parts:
+        node = parse_structure(part)
+        out.extend(node[1] if node[0] == "list" and node[2:] == ("pm",) else (node,))
+    return tuple(out)
+
+
+def _split_relations(s: str) -> tuple[list[str], list[str]]:
+    """Pieces and relation operators (as ``<``, ``<=``, ``=``, ``!=``, ``>``, ``>=``) at bracket depth 0."""
+    pieces, ops, depth, start, i = [], [], 0, 0, 0
+    while i < len(s):
+        ch = s[i]
+        if ch in _OPENERS:
+            depth += 1
+        elif ch in _CLOSERS:
+            depth -= 1
+        elif depth == 0:
+            match = next(((tex, op) for tex, op in _RELATIONS if s.startswith(tex, i)
+                          and not (tex[0] == "\\" and s[i + len(tex):i + len(tex) + 1].isalpha())), None)
+            if match is not None:
+                pieces.append(s[start:i].strip())
+                ops.append(match[1])
+                i += len(match[0])
+                start = i
+                continue
+        i += 1
+    pieces.append(s[start:].strip())
+    return pieces, ops
+
+
+def _mentions(text: str, var: str) -> bool:
+    return re.search(r"(?<![a-zA-Z\\])" + re.escape(var) + r"(?![a-zA-Z])", text) is not None
+
+
+def _chain_interval(pieces: list[str], ops: list[str]) -> Node | None:
+    """``a < x \\le b`` (or ``b \\ge x > a``) -> ("interval", "(", "]", a, b, "x"); None outside the subset."""
+    if all(op in ("<", "<=") for op in ops):
+        lo, var, hi, (op_lo, op_hi) = pieces[0], pieces[1], pieces[2], ops
+    elif all(op in (">", ">=") for op in ops):
+        lo, var, hi, (op_hi, op_lo) = pieces[2], pieces[1], pieces[0], ops
+    else:
+        return None
+    var = text_key(var)
+    if not lo or not hi or not _VARIABLE.fullmatch(var) or _mentions(lo, var) or _mentions(hi, var):
+        return None
+    return ("interval", "(" if op_lo in ("<", ">") else "[", ")" if op_hi in ("<", ">") else "]",
+            parse_structure(lo), parse_structure(hi), var)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -270,6 +388,8 @@ _POINTS = ((0.7236, 1.3141, 0.5477, 1.8713), (1.2894, 0.6682, 2.2361, 0.9173), (
 def _value(expr: Any, point: dict[Any, float]) -> Any:
     """expr evaluated at _DIGITS digits (a sympy number), or None when not a finite number there."""
     import sympy
+    if expr.has(sympy.oo):  # evalf of an unevaluated Mul(-1, oo) is +oo: let sympy's arithmetic keep the sign
+        expr = evaluate_safely(expr) or expr
     value = expr.evalf(_DIGITS, subs=point) if point else expr.evalf(_DIGITS)
     if value.free_symbols or value.has(sympy.zoo, sympy.nan) or not value.is_number:
         return None
@@ -403,14 +523,48 @@ def _drop_variable(node: Node) -> Node:
     return node
 
 
+_INFINITY = ("expr", "\\infty")
+_MINUS_INFINITY = ("expr", "-\\infty")
+
+
+def _as_interval(node: Node) -> Node | None:
+    """An interval, a two-item bracketed pair, or a half-line relation on a lone variable, as an interval."""
+    if node[0] == "interval":
+        return node
+    if node[0] == "seq" and len(node[3]) == 2:
+        return ("interval", node[1], node[2], node[3][0], node[3][1], None)
+    if node[0] == "rel" and node[1] in ("<", "<="):
+        close = ")" if node[1] == "<" else "]"
+        lhs, rhs = text_key(node[2]), text_key(node[3])
+        if _VARIABLE.fullmatch(lhs) and not _mentions(node[3], lhs):  # x < b
+            return ("interval", "(", close, _MINUS_INFINITY, parse_structure(node[3]), lhs)
+        if _VARIABLE.fullmatch(rhs) and not _mentions(node[2], rhs):  # a < x
+            return ("interval", "(" if node[1] == "<" else "[", ")", parse_structure(node[2]), _INFINITY, rhs)
+    return None
+
+
+def _intervals_equal(a: Node, b: Node) -> bool:
+    return a[1:3] == b[1:3] and (a[5] is None or b[5] is None or a[5] == b[5]) and equivalent(a[3], b[3]) \
+        and equivalent(a[4], b[4])
+
+
 def equivalent(a: Node, b: Node) -> bool:
     """Structural equivalence of two parsed answers (a = reference, b = response)."""
+    kinds = {a[0], b[0]}
+    if "interval" in kinds or kinds == {"rel", "seq"}:
+        ia, ib = _as_interval(a), _as_interval(b)
+        if ia is not None and ib is not None:
+            return _intervals_equal(ia, ib)
+        if "interval" in kinds:
+            return False
+    if kinds == {"union", "list"}:  # x < -2 or x > 3  ==  (-oo, -2) U (3, oo)
+        return _unordered_equal(a[1], b[1])
     if a[0] != b[0]:
         if a[0] == "rel" or b[0] == "rel":
             a2, b2 = _drop_variable(a), _drop_variable(b)
             return (a2, b2) != (a, b) and equivalent(a2, b2)
         if {a[0], b[0]} == {"set", "list"}:
-            return _unordered_equal(a[-1], b[-1])
+            return _unordered_equal(a[1], b[1])
         if {a[0], b[0]} == {"seq", "list"}:
             seq, lst = (a, b) if a[0] == "seq" else (b, a)
             return seq[1:3] == ("(", ")") and len(seq[3]) == len(lst[1]) and \

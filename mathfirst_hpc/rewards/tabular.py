@@ -1,16 +1,24 @@
-"""Tabular verifier (HiTab, MultiHiertt, table QA): numbers within a relative tolerance of 1e-3, text normalised.
+"""Tabular verifier (HiTab, MultiHiertt, table QA): integers exactly, other numbers within a relative tolerance
+of 1e-3, text normalised.
 
 The final answer comes from ``<answer>``, ``\\boxed{}`` or "the answer is" (none -> ``unparseable``). Numbers
 accept thousands separators, a leading currency sign, a trailing percent sign (``45%`` equals ``45`` and
 ``0.45``) and units in words. Text is case-folded with articles, punctuation and extra spaces removed.
 A reference list (several answers) needs the same answers in any order.
+
+Integers (years, counts) must match exactly: the tolerance is for values that carry rounding, and 1e-3 of 2019
+would accept 2018. A reference needs an exact match when it is written as an integer (``2019``, ``1,250``), or
+when it has an integral value written with decimals (``2019.0``) and the response is an integer too (so 2018
+never equals ``2019.0``, while ``1.0009`` still equals ``1.0``). Percentages are ratios, not counts: they keep
+the tolerance. Values are compared as exact fractions, so ``0.45`` equals ``45%`` without float noise.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from fractions import Fraction
+from typing import Any, NamedTuple
 
 from .base import RewardResult
 from .extract import final_answer
@@ -20,8 +28,15 @@ REL_TOL = 1e-3
 _NUMBER = re.compile(r"^[-+]?\$?\s*(\d{1,3}(?:,\d{3})+|\d+)?(\.\d+)?$")
 
 
-def parse_number(text: str) -> tuple[float, bool] | None:
-    """(value, had_percent) for '1,234.5', '$12', '45%', '3.5 million'? (no: words other than units fail)."""
+class Number(NamedTuple):
+    value: Fraction
+    percent: bool
+    integer_text: bool
+    """Written without a decimal point (``2019``, ``1,250``)."""
+
+
+def parse_number(text: str) -> Number | None:
+    """The number of '1,234.5', '$12', '45%', '12 dollars'; None for anything else ('3.5 million' included)."""
     s = str(text).strip().replace("\\%", "%").replace("\\$", "$")
     s = re.sub(r"\\text\{([^}]*)\}", r"\1", s).strip()
     percent = s.endswith("%")
@@ -31,7 +46,8 @@ def parse_number(text: str) -> tuple[float, bool] | None:
         percent = True
     if not s or not _NUMBER.match(s) or not re.search(r"\d", s):
         return None
-    return float(s.replace("$", "").replace(",", "").replace(" ", "")), percent
+    digits = s.replace("$", "").replace(",", "").replace(" ", "")
+    return Number(Fraction(digits), percent, "." not in digits)
 
 
 def normalize_text(text: str) -> str:
@@ -41,13 +57,21 @@ def normalize_text(text: str) -> str:
     return re.sub(r"\s+", " ", s).strip(" .")
 
 
+def _needs_exact(want: Number, candidate: Fraction) -> bool:
+    """Integers (years, counts) match exactly; see the module docstring."""
+    if want.percent or want.value.denominator != 1:
+        return False
+    return want.integer_text or candidate.denominator == 1
+
+
 def answers_equal(got: str, want: str) -> bool:
     g, w = parse_number(got), parse_number(want)
     if g is not None and w is not None:
-        candidates = {g[0]}
-        if g[1] != w[1]:  # one side in percent: 45% == 0.45
-            candidates |= {g[0] / 100, g[0] * 100}
-        return any(math.isclose(c, w[0], rel_tol=REL_TOL, abs_tol=0.0) or c == w[0] for c in candidates)
+        candidates = {g.value}
+        if g.percent != w.percent:  # one side in percent: 45% == 0.45
+            candidates |= {g.value / 100, g.value * 100}
+        return any(c == w.value or (not _needs_exact(w, c) and math.isclose(c, w.value, rel_tol=REL_TOL, abs_tol=0.0))
+                   for c in candidates)
     if (g is None) != (w is None):
         return False
     return normalize_text(got) == normalize_text(want)

@@ -1,6 +1,6 @@
 """The labelled reward table: (domain, reference, response, expected verdict), every row scored through the router.
 
-Used by tests/unit/rewards/test_cases.py and by bench/bench_math_verify.py (its math rows). Domains are given as
+Used by tests/unit/rewards/test_reward_cases.py and by bench/bench_math_verify.py (its math rows). Domains are given as
 data_source prefixes the router knows ('math', 'stem', 'code', 'simulation', 'logic', 'tabular'). Code rows run
 through a local fake sandbox in the test (trusted snippets only).
 """
@@ -104,6 +104,27 @@ MATH: list[tuple[str, str, str]] = [
     ("\\frac{1}{2}", "We get \\boxed{\\dfrac{1}{2}}.", C), ("8", "2+6=8 so the answer is $8$", C), ("8", "\\boxed{8}\\boxed{9}", I),
     ("9", "the answer is: 9", C), ("x+1", "The final answer is $x + 1$.", C), ("3", "\\boxed{\\text{3 apples}}", C),
     ("\\{1,2\\}", "\\boxed{\\{\\{1,2\\}\\}}", I), ("2", "\\boxed{}", I), ("2", "\\boxed{2x}", I),
+    # --- infinity keeps its sign (issue 13) ---------------------------------------------------------------------
+    ("\\infty", _b("-\\infty"), I), ("-\\infty", _b("\\infty"), I), ("-\\infty", _b("-\\infty"), C),
+    ("+\\infty", _b("\\infty"), C), ("(-\\infty, 3)", _b("(\\infty, 3)"), I), ("[0, \\infty)", _b("[0, -\\infty)"), I),
+    # --- plus-minus: the two answers it stands for (correlated signs) -------------------------------------------
+    ("x = 1 \\pm 2", _b("\\{-1, 3\\}"), C), ("x = 1 \\pm 2", _b("-1, 3"), C), ("x = 1 \\pm 2", _b("3"), I),
+    ("x = 1 \\pm 2", _b("x = 3 \\text{ or } x = -1"), C), ("x = 1 \\pm 2", _b("\\{1, 3\\}"), I),
+    ("1 \\pm \\sqrt{2}", _b("1+\\sqrt{2}, 1-\\sqrt{2}"), C), ("\\pm 2", _b("2, -2"), C), ("2, -2", _b("\\pm 2"), C),
+    ("\\{2 \\pm \\sqrt{3}\\}", _b("\\{2-\\sqrt{3}, 2+\\sqrt{3}\\}"), C), ("2 \\pm \\sqrt{3}", _b("2+\\sqrt{3}"), I),
+    ("x = \\pm 3", _b("x = \\pm 2"), I), ("a \\pm b \\mp c", _b("a+b-c, a-b+c"), C), ("a \\pm b \\mp c", _b("a+b+c, a-b-c"), I),
+    ("\u00b14", _b("-4, 4"), C), ("\\frac{-1 \\pm \\sqrt{5}}{2}", _b("\\frac{-1+\\sqrt{5}}{2}, \\frac{-1-\\sqrt{5}}{2}"), C),
+    # --- chained inequalities and half-lines as intervals -------------------------------------------------------
+    ("1 < x \\le 3", _b("x \\in (1, 3]"), C), ("1 < x \\le 3", _b("(1, 3]"), C), ("1 < x \\le 3", _b("[1, 3]"), I),
+    ("1 < x \\le 3", _b("3 \\ge x > 1"), C), ("1 < x \\le 3", _b("1 \\le x < 3"), I), ("1 < x \\le 3", _b("1 < y \\le 3"), I),
+    ("(1, 3]", _b("1 < x \\leq 3"), C), ("-1 \\le x \\le 1", _b("[-1, 1]"), C), ("2 \u2264 x < 5", _b("[2, 5)"), C),
+    ("0 < x < \\frac{\\pi}{2}", _b("(0, \\frac{\\pi}{2})"), C), ("1 < x < 3", _b("1 < x < 4"), I),
+    ("x > 3", _b("(3, \\infty)"), C), ("x \\ge 3", _b("(3, \\infty)"), I), ("x < 0", _b("(-\\infty, 0)"), C),
+    ("x < -2 \\text{ or } x > 3", _b("(-\\infty, -2) \\cup (3, \\infty)"), C),
+    ("x < -2 \\text{ or } x > 3", _b("(-\\infty, -2] \\cup (3, \\infty)"), I),
+    # --- counted nouns are dropped, value words are not ----------------------------------------------------------
+    ("3", _b("3 apples"), C), ("3", "The answer is 3 apples.", C), ("4", _b("3 apples"), I), ("3", _b("3 million"), I),
+    ("3000000", _b("3 \\text{ million}"), C), ("48", _b("4 dozen"), C), ("3", _b("3 halves"), I), ("9", _b("3 squared"), I),
     # --- junk and adversarial answers are wrong (or a verifier error), never right -------------------------------
     ("5", _b("__import__('os')"), I), ("5", _b("\\def\\x{5}\\x"), I), ("5", _b("5x"), I), ("5", _b("\\frac{10}{0}"), I),
 ]
@@ -201,6 +222,12 @@ TABULAR: list[tuple[str, str, str]] = [
     ("-3.5", "\\boxed{-3.5}", C), ("-3.5", "\\boxed{3.5}", I), ("2", "\\boxed{2.0}", C), ("0", "\\boxed{0}", C),
     ("0", "\\boxed{0.0001}", I), ("2", "no answer", U), ("2", "", U), ("17", "Total = 17. \\boxed{17}", C),
     ("1000000", "\\boxed{1,000,000}", C), ("three", "\\boxed{3}", I),
+    # integers (years, counts) exactly; non-integers keep the 1e-3 relative tolerance (issue 13)
+    ("2019", "\\boxed{2018}", I), ("2019", "\\boxed{2019}", C), ("2019.0", "\\boxed{2018}", I), ("2019.0", "\\boxed{2019}", C),
+    ("2019", "\\boxed{2019.4}", I), ("1,250", "\\boxed{1249}", I), ("1250", "<answer>1,250</answer>", C),
+    ("1000000", "\\boxed{999,999}", I), (json.dumps(["2018", "2019"]), "\\boxed{2019, 2017}", I),
+    (json.dumps([2018, 2019]), "\\boxed{2019, 2018}", C), ("123.456", "\\boxed{123.5}", C), ("45%", "\\boxed{45.02}", C),
+    ("12.5", "\\boxed{12.51}", C), ("12.5", "\\boxed{12.6}", I),
 ]
 
 CASES: list[tuple[str, str, str, str]] = (

@@ -53,8 +53,15 @@ def make_run(root: Path, weights: int = 1000) -> RunPaths:
     for k in range(2):
         shard = paths.rollouts("math_rl") / "iter_000000" / f"shard_{k:03d}.h5"
         shard.parent.mkdir(parents=True, exist_ok=True)
-        manifest.record_shard(shard, sha256=write_shard(shard, _shard()), samples=8, scored=True)
+        _record_shard(manifest, shard, write_shard(shard, _shard()))
     return paths
+
+
+def _record_shard(manifest: Manifest, path: Path, sha256: str) -> None:
+    """The manifest's on-disk shard entry, written through Manifest.update (independent of the entry helpers)."""
+    rel = str(path.resolve().relative_to(manifest.paths.root))
+    entry = {"sha256": sha256, "samples": 8, "scored": True, "policy_step": 0}
+    manifest.update(lambda data: data["shards"].__setitem__(rel, entry))
 
 
 def status_cli(*args: str):

@@ -20,7 +20,8 @@ Verification, in two strengths (``check_files``):
 
 Nothing is cached between calls: every check reads the files again. A checkpoint failing the quick check is
 not counted by discovery (resume, pruning and ``final_checkpoint`` skip it, with a warning naming the file); a
-checkpoint failing the full check at load time is skipped in favour of the newest older one that passes.
+checkpoint failing the full check at load time is skipped in favour of the newest older one that passes. A step
+folder whose meta.json is torn or names a missing file counts as damaged too: a finished save never leaves one.
 Checkpoints saved before the windows digest existed get the size-free part only: small files hashed, large
 files checked for existence.
 """
@@ -247,10 +248,6 @@ def checkpoint_dirs(stage_dir: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
-def _complete_checkpoints(stage_dir: Path) -> list[tuple[int, Path]]:
-    return [(step, path) for step, path in checkpoint_dirs(stage_dir) if read_meta(path) is not None]
-
-
 def _warn_damaged(ckpt: Path, problems: list[FileProblem], instead: str) -> None:
     for problem in problems:
         log.warning("checkpoint %s is damaged: %s; %s", ckpt, problem.describe(ckpt.parent), instead)
@@ -258,28 +255,26 @@ def _warn_damaged(ckpt: Path, problems: list[FileProblem], instead: str) -> None
 
 def list_checkpoints(stage_dir: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints of a stage that pass the quick check, by step ascending."""
-    return [(step, path) for step, path in _complete_checkpoints(stage_dir) if not check_files(path)]
+    return [(step, path) for step, path in checkpoint_dirs(stage_dir) if not check_files(path)]
 
 
 def latest_checkpoint(stage_dir: Path) -> Path | None:
-    """The newest complete checkpoint that passes the quick check; newer damaged ones are skipped with a
-    warning naming their bad files."""
-    for step, path in reversed(_complete_checkpoints(stage_dir)):
+    """The newest checkpoint that passes the quick check. Newer step folders that fail it (a file changed or
+    missing, meta.json torn: a finished save leaves none of these) are skipped with a warning naming the file."""
+    for _step, path in reversed(checkpoint_dirs(stage_dir)):
         problems = check_files(path)
         if not problems:
             return path
-        _warn_damaged(path, problems, "skipping it, falling back to the previous complete checkpoint")
+        _warn_damaged(path, problems, "skipping it, falling back to the previous checkpoint")
     return None
 
 
 def load_rank_state(ckpt: Path, rank: int = 0) -> dict[str, Any]:
     """This rank's state of ``ckpt`` after a full check of every file resume reads (all ranks' state files, so
     every rank decides alike). A damaged checkpoint is skipped, with a warning naming the file, for the newest
-    older complete checkpoint of the same stage folder that passes; none left raises CheckpointError."""
-    if read_meta(ckpt) is None or not (ckpt / f"rank_{rank:05d}.pt").exists():
-        raise CheckpointError(f"checkpoint {ckpt} is incomplete or has no state for rank {rank}")
+    older checkpoint of the same stage folder that passes; none left raises CheckpointError."""
     match = _STEP_DIR.match(ckpt.name)
-    older = [path for step, path in reversed(_complete_checkpoints(ckpt.parent))
+    older = [path for step, path in reversed(checkpoint_dirs(ckpt.parent))
              if match is not None and step < int(match.group(1))]
     damaged: list[FileProblem] = []
     for candidate in [ckpt, *older]:
@@ -288,11 +283,11 @@ def load_rank_state(ckpt: Path, rank: int = 0) -> dict[str, Any]:
         if not problems and path.exists():
             import torch
             return torch.load(path, map_location="cpu", weights_only=False)
-        problems = problems or [FileProblem(path, "missing (this rank has no state here)")]
+        problems = problems or [FileProblem(path, f"missing (no state for rank {rank})")]
         damaged += problems
-        _warn_damaged(candidate, problems, "not loading it, falling back to the previous complete checkpoint")
-    raise CheckpointError(f"checkpoint {ckpt} is damaged and no older complete checkpoint passes verification: "
-                          + "; ".join(p.describe(ckpt.parent) for p in damaged[:3]),
+        _warn_damaged(candidate, problems, "not loading it, falling back to the previous checkpoint")
+    raise CheckpointError(f"checkpoint {ckpt} cannot be loaded for rank {rank} and no older checkpoint passes "
+                          "verification: " + "; ".join(p.describe(ckpt.parent) for p in damaged[:3]),
                           hint="mathfirst-hpc status --verify RUN_DIR lists every bad file; delete the damaged "
                                "checkpoint folder to restart the stage from its beginning")
 

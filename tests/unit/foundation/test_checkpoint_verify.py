@@ -160,9 +160,19 @@ def test_no_healthy_checkpoint_left_is_a_clear_error(tmp_path: Path) -> None:
     paths = make_run(tmp_path)
     for step in (2, 4):
         overwrite_random(paths.checkpoint(STAGE, step) / "rank_00000.pt")
-    with pytest.raises(CheckpointError, match="no older complete checkpoint passes") as info:
+    with pytest.raises(CheckpointError, match="no older checkpoint passes") as info:
         ckpt.load_rank_state(paths.checkpoint(STAGE, 4))
     assert "status --verify" in info.value.one_line()
+
+
+def test_a_deleted_state_file_is_named_and_skipped(tmp_path: Path, caplog) -> None:
+    paths = make_run(tmp_path)
+    (paths.checkpoint(STAGE, 4) / "rank_00000.pt").unlink()
+    with caplog.at_level(logging.WARNING, logger="mathfirst_hpc.checkpoint"):
+        assert ckpt.latest_checkpoint(paths.checkpoints(STAGE)) == paths.checkpoint(STAGE, 2)
+        assert ckpt.load_rank_state(paths.checkpoint(STAGE, 4))["step"] == 2
+    assert "step_000004/rank_00000.pt: missing (listed in meta.json)" in caplog.text
+    assert not Manifest(paths).is_final(STAGE)
 
 
 def test_truncated_and_missing_shards_are_named(tmp_path: Path) -> None:

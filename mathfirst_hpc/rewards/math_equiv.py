@@ -34,8 +34,9 @@ Inequalities compare as solution sets on one variable, a deliberately small, sou
 
 Not covered (compared as before: relation by relation, else text): longer chains, chains with ``=`` or
 ``\\ne``, ``|x| < 1``, conditions on two variables, and unions that overlap or touch. An open pair ``(1, 3)`` is
-read as an interval when it meets an inequality, so ``1 < x < 3`` also equals the point ``(1, 3)``: a tuple
-reference compared with an inequality is the one unsound case this accepts.
+ambiguous (an interval or a point): as a response to an inequality reference it is read as the interval, but a
+reference ``(1, 3)`` with finite ends is never matched by an inequality response (math-verify decides both cases
+the same way); ``(3, \\infty)`` is no point and matches ``x > 3`` either way.
 
 Units and counted nouns: a trailing word after a number is dropped when it names a unit or what is counted
 (``10 cm``, ``36 square units``, ``3 apples`` all equal the bare number), as math-verify's unit normalisation
@@ -552,6 +553,8 @@ def equivalent(a: Node, b: Node) -> bool:
     """Structural equivalence of two parsed answers (a = reference, b = response)."""
     kinds = {a[0], b[0]}
     if "interval" in kinds or kinds == {"rel", "seq"}:
+        if a[0] == "seq" and a[1:3] == ("(", ")") and not any("\\infty" in str(x[-1]) for x in a[3]):
+            return False  # the reference (1, 3) may be a point: no inequality matches it; (3, \infty) is no point
         ia, ib = _as_interval(a), _as_interval(b)
         if ia is not None and ib is not None:
             return _intervals_equal(ia, ib)

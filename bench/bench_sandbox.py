@@ -1,12 +1,22 @@
-"""Sandbox throughput: N tiny Python programs through the HTTP API (bwrap isolation, W workers) against plain
-``subprocess.run`` of the same programs with no isolation, in the same run.
+"""Sandbox throughput at equal parallelism: N tiny Python programs through the sandbox's HTTP API with W workers,
+against the same programs run as plain subprocesses from W threads, with the interpreter, flags and environment
+the sandbox itself execs.
 
-    .venv/bin/python bench/bench_sandbox.py [--n 1000] [--workers 2] [--isolation bwrap]
+    .venv/bin/python bench/bench_sandbox.py [--n 1000] [--workers 2] [--rounds 8] [--isolation bwrap]
 
-Prints executions/s for the sandbox, for sequential ``subprocess.run`` (the baseline the issue names) and for
-``subprocess.run`` from W threads (the same parallelism as the server), and the ratios. Both sides use the same
-interpreter and flags (``/usr/bin/python3 -I``). The sandbox side includes everything a reward pays: HTTP,
-queueing, one fresh bwrap sandbox + prlimit per program, output capture and the expected-output check.
+What each side does per program (printed with the result):
+
+- sandbox: the program is part of one HTTP batch (``POST /v1/jobs``, then long-polled ``/v1/results``); a
+  worker writes it to its job folder, its long-lived bwrap sandbox starts it in fresh pid, mount and ipc
+  namespaces (new /tmp, /dev/shm and /proc), with rlimits, no capabilities, no network and the worker's own
+  unprivileged uid, as ``/usr/bin/python3 -I /sandbox/main.py`` with a clean environment; stdout and stderr
+  are captured with a byte cap and compared with the expected output.
+- plain: ``subprocess.run(["/usr/bin/python3", "-I", file], env=<the sandbox's environment>,
+  capture_output=True)`` from W threads, the output compared the same way. No isolation, no HTTP.
+
+The sides alternate within one run (round r runs a slice of the programs on one side and then the same slice
+on the other, the order flipping every round), so load drift from other processes hits both alike; the
+headline is total sandbox throughput over total plain throughput, and the per-round ratios show the spread.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import statistics
 import subprocess
 import tempfile
 import time
@@ -21,25 +32,31 @@ from pathlib import Path
 
 from mathfirst_hpc.sandbox import ExecJob, SandboxClient, start_local_server
 from mathfirst_hpc.sandbox.config import SandboxConfig
+from mathfirst_hpc.sandbox.harness import outputs_match
+from mathfirst_hpc.sandbox.isolation import SANDBOX_ENV
 
 
 def programs(n: int) -> list[tuple[str, str]]:
     return [(f"n = {i}\nprint(sum(range(n)) % 97)\n", str(sum(range(i)) % 97)) for i in range(n)]
 
 
+def plain_argv(path: Path) -> list[str]:
+    """What the sandbox execs for a Python job (runner.JobRunner._run), with the file at a host path."""
+    return [SandboxConfig().python, "-I", str(path)]
+
+
 def plain(progs: list[tuple[str, str]], threads: int, folder: Path) -> float:
-    """Seconds to run ``progs`` with plain subprocess.run from ``threads`` threads; checks every output."""
-    python = SandboxConfig().python
+    """Seconds to run ``progs`` as plain subprocesses from ``threads`` threads; checks every output."""
     paths = []
     for i, (code, _) in enumerate(progs):
-        path = folder / f"p{threads}_{i}.py"
+        path = folder / f"p{i}.py"
         path.write_text(code)
         paths.append(path)
 
     def run(index: int) -> bool:
-        proc = subprocess.run([python, "-I", str(paths[index])], capture_output=True, text=True, timeout=60,
+        proc = subprocess.run(plain_argv(paths[index]), capture_output=True, env=dict(SANDBOX_ENV), timeout=60,
                               check=False)
-        return proc.stdout.strip() == progs[index][1]
+        return proc.returncode == 0 and outputs_match(proc.stdout.decode(), progs[index][1])
 
     started = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
@@ -60,34 +77,53 @@ def sandboxed(progs: list[tuple[str, str]], client: SandboxClient) -> float:
     return elapsed_s
 
 
+def describe(workers: int, isolation: str) -> str:
+    python = SandboxConfig().python
+    sandbox = (f"sandbox: HTTP batch -> {workers} workers; per program: {isolation} "
+               + ("(fresh pid/mount/ipc namespaces, /tmp, /dev/shm, /proc inside the worker's long-lived bwrap "
+                  "sandbox: own user/net/uts namespaces, read-only root, no capabilities, unprivileged uid)"
+                  if isolation == "bwrap" else "(rlimits, process group, separate uid only)")
+               + f", rlimits, exec `{python} -I /sandbox/main.py`, clean env, capped capture, output check")
+    plain_side = (f"plain:   {workers} threads x subprocess.run([{python}, -I, file], env=sandbox env, "
+                  "capture_output=True), output check; no isolation, no HTTP")
+    return f"{sandbox}\n{plain_side}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000, help="programs per side")
-    parser.add_argument("--workers", type=int, default=2, help="sandbox workers (and baseline threads)")
+    parser.add_argument("--workers", type=int, default=2, help="sandbox workers and plain threads")
     parser.add_argument("--isolation", default="bwrap", choices=["bwrap", "none"])
-    parser.add_argument("--rounds", type=int, default=5,
-                        help="interleave the three sides in this many slices, so load drift hits all alike")
+    parser.add_argument("--rounds", type=int, default=8,
+                        help="alternate the two sides over this many slices of the programs")
     args = parser.parse_args()
     progs = programs(args.n)
-    load = os.getloadavg()[0]
-    totals = {"sandbox": 0.0, "sequential": 0.0, "threads": 0.0}
+    load_start = os.getloadavg()
+    totals = {"sandbox": 0.0, "plain": 0.0}
+    ratios = []
     with start_local_server(args.workers, args.isolation, shutdown_linger_s=0.2) as (url, _stop), \
             tempfile.TemporaryDirectory() as folder:
         client = SandboxClient(url, timeout_s=120)
-        client.run_batch_sync([ExecJob(code="pass")] * 10)  # warm-up: connection, page cache
+        client.run_batch_sync([ExecJob(code="pass")] * 10)  # warm-up: connection, zygotes, page cache
+        plain(progs[:10], args.workers, Path(folder))
         for r in range(args.rounds):
             part = progs[r * args.n // args.rounds:(r + 1) * args.n // args.rounds]
-            totals["sequential"] += plain(part, 1, Path(folder))
-            totals["sandbox"] += sandboxed(part, client)
-            totals["threads"] += plain(part, args.workers, Path(folder))
-    rate = {side: args.n / seconds for side, seconds in totals.items()}
-    print(f"{args.n} tiny python programs per side, {os.cpu_count()} cores, load average {load:.1f} at start, "
-          f"{os.getloadavg()[0]:.1f} at end")
-    print(f"sandbox HTTP API ({args.isolation}, {args.workers} workers): {rate['sandbox']:8.1f} executions/s")
-    print(f"plain subprocess.run, sequential:          {rate['sequential']:8.1f} executions/s   "
-          f"ratio {rate['sandbox'] / rate['sequential']:.2f}x")
-    print(f"plain subprocess.run, {args.workers} threads:           {rate['threads']:8.1f} executions/s   "
-          f"ratio {rate['sandbox'] / rate['threads']:.2f}x")
+            seconds = {}
+            for side in (("sandbox", "plain") if r % 2 == 0 else ("plain", "sandbox")):
+                seconds[side] = (sandboxed(part, client) if side == "sandbox"
+                                 else plain(part, args.workers, Path(folder)))
+                totals[side] += seconds[side]
+            ratios.append(seconds["plain"] / seconds["sandbox"])
+    rate = {side: args.n / s for side, s in totals.items()}
+    load_end = os.getloadavg()
+    print(describe(args.workers, args.isolation))
+    print(f"{args.n} tiny python programs per side, {os.cpu_count()} cores, load average (1/5/15 min) "
+          f"{'/'.join(f'{x:.1f}' for x in load_start)} at start, {'/'.join(f'{x:.1f}' for x in load_end)} at end")
+    print(f"sandbox ({args.isolation}, {args.workers} workers): {rate['sandbox']:8.1f} executions/s")
+    print(f"plain ({args.workers} threads):          {rate['plain']:8.1f} executions/s")
+    print(f"ratio sandbox/plain: {rate['sandbox'] / rate['plain']:.2f}x   per round: "
+          + " ".join(f"{x:.2f}" for x in ratios)
+          + f"   (min {min(ratios):.2f}, median {statistics.median(ratios):.2f}, max {max(ratios):.2f})")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 
 from . import harness
@@ -85,7 +84,7 @@ class JobRunner:
         try:
             return await self._run(job, job_dir)
         finally:
-            shutil.rmtree(job_dir.host, ignore_errors=True)
+            self.isolation.release_job_dir(job_dir)
 
     async def _run(self, job: ExecJob, job_dir: JobDir) -> ExecResult:
         limits = Limits.for_job(self.cfg, float(job.time_limit_s), int(job.memory_mb))
@@ -205,6 +204,7 @@ async def run_one(job: ExecJob, cfg: SandboxConfig) -> ExecResult:
     try:
         return await JobRunner(cfg, isolation, slots[0]).run(job)
     finally:
+        await isolation.close()
         release_slots(slots)
 
 

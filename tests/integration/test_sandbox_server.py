@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -126,13 +127,33 @@ def test_full_queue_gets_429_with_retry_after_and_the_client_waits_it_out() -> N
 def test_a_broken_sandbox_is_reported_not_scored_never_wrong() -> None:
     handle = start_local_server(1, "bwrap", shutdown_linger_s=0.2)
     with handle as (url, _stop):
-        # Break bwrap after the start-up check: every execution now fails while setting up its sandbox.
-        handle.running.service.isolation._system_args = ["--ro-bind", "/nonexistent-path", "/x"]
+        # Break each job's setup after the start-up check: mounting its /tmp now fails inside the zygote.
+        handle.running.service.isolation.cfg.tmp_size_mb = -1
         results = SandboxClient(url, max_retries=2).run_batch_sync(
             [ExecJob(code="print(1)", tests=[{"input": "", "output": "1"}])])
         assert results[0].status == "sandbox_error" and results[0].passed is None and not results[0].scored
         assert "not scored" in results[0].detail and "did not start" in results[0].detail
+        assert "mount /tmp" in results[0].detail
         assert _get(f"{url}/metrics")["by_status"]["sandbox_error"] == 3  # first try + 2 retries
+
+
+def test_a_dead_zygote_is_replaced_and_a_job_it_ran_is_not_scored() -> None:
+    handle = start_local_server(1, "bwrap", shutdown_linger_s=0.2)
+    with handle as (url, _stop):
+        isolation = handle.running.service.isolation
+        client = SandboxClient(url, max_retries=0)
+        assert client.run_batch_sync([ExecJob(code="print(1)", expected_output="1")])[0].passed is True
+        zygote = isolation._zygotes[0]
+        os.killpg(zygote.proc.pid, signal.SIGKILL)  # the whole per-worker sandbox dies between jobs
+        time.sleep(0.5)
+        again = client.run_batch_sync([ExecJob(code="print(1)", expected_output="1")])[0]
+        assert again.passed is True and isolation._zygotes[0] is not zygote  # nothing ran: handed to a new one
+        # Dying while a job runs is not retried: that job is reported unscored, the next one gets a new zygote.
+        zygote = isolation._zygotes[0]
+        threading.Timer(1.0, os.killpg, (zygote.proc.pid, signal.SIGKILL)).start()
+        broken = client.run_batch_sync([ExecJob(code="import time\ntime.sleep(5)", time_limit_s=10)])[0]
+        assert broken.status == "sandbox_error" and "sandbox failed" in broken.detail and broken.passed is None
+        assert client.run_batch_sync([ExecJob(code="print(1)", expected_output="1")])[0].passed is True
 
 
 def test_server_refuses_to_start_without_bwrap() -> None:

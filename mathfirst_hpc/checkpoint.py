@@ -331,9 +331,9 @@ def final_checkpoint(stage_dir: Path) -> Path | None:
     """The checkpoint ``final.json`` names when it is complete and passes the quick check, else None (a damaged
     one is reported with a warning)."""
     name = final_name(stage_dir)
-    if name is None or read_meta(stage_dir / name) is None:
+    if name is None:
         return None
-    problems = check_files(stage_dir / name)
+    problems = final_problems(stage_dir)
     if problems:
         _warn_damaged(stage_dir / name, problems, "it is not treated as final")
         return None

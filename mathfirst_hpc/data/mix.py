@@ -11,7 +11,9 @@ sequence depends only on (data, weights, seed), and the cursor is three small co
 from a state never repeats or skips an item. A state from other data (different domains or sizes) is refused.
 
 Each domain's items come from its files (Guru parquet/jsonl, every row of each file routed to that domain), or,
-with no files, from the synthetic generator (``data.synthetic_size`` items).
+with no files, from its generators (reasoning-gym or our synthetic kinds, ``data.synthetic_size`` items in all;
+with no generators, every default synthetic kind). ``heldout_problems`` draws the domain's held-out set from
+disjoint seeds and drops items whose prompt occurs in the training pool.
 """
 
 from __future__ import annotations
@@ -23,16 +25,63 @@ from ..config import DataConfig, resolve_data_path
 from ..errors import DataError
 from .base import Problem
 from .guru import load_problems
+from .reasoning_gym import make_rg_problems
 from .synthetic import make_problems
 
 STATE_VERSION = 1
 
 
+def _shares(total: int, weights: list[float]) -> list[int]:
+    """``total`` split by ``weights`` (largest remainder), so the shares always sum to ``total``."""
+    raw = [total * w / sum(weights) for w in weights]
+    shares = [int(x) for x in raw]
+    for i in sorted(range(len(raw)), key=lambda i: shares[i] - raw[i])[: total - sum(shares)]:
+        shares[i] += 1
+    return shares
+
+
+def generated_problems(cfg: DataConfig, domain: str, n: int, seed: int, split: str = "train") -> list[Problem]:
+    """``n`` items of a domain from its generators (reasoning-gym or ours), split by their weights; a domain with
+    no generators uses every default synthetic kind."""
+    gens = cfg.mix[domain].generators
+    if not gens:
+        return make_problems(domain, n, seed, split=split)
+    problems: list[Problem] = []
+    for gen, share in zip(gens, _shares(n, [g.weight for g in gens])):
+        if gen.source == "synthetic":
+            problems.extend(make_problems(domain, share, seed, kind=gen.name, split=split))
+        else:
+            problems.extend(make_rg_problems(domain, gen, share, seed, split=split))
+    return problems
+
+
+def _prompt_key(problem: Problem) -> str:
+    return "\n".join(m["content"] for m in problem.prompt)
+
+
+def heldout_problems(cfg: DataConfig, domain: str, seed: int, n: int | None = None) -> list[Problem]:
+    """The held-out set of a generated domain: ``data.heldout_size`` items drawn with seeds disjoint from training,
+    without any item whose prompt occurs in the training pool. Raises DataError for file-backed domains (their
+    held-out sets are benchmarks: ``eval --benchmarks``)."""
+    if cfg.mix[domain].files:
+        raise DataError(f"data.mix.{domain} reads files: it has no generated held-out set",
+                        hint="evaluate file-backed domains with eval --benchmarks")
+    n = cfg.heldout_size if n is None else n
+    seen = {_prompt_key(p) for p in generated_problems(cfg, domain, cfg.synthetic_size, seed)}
+    kept: list[Problem] = []
+    drawn = n
+    while len(kept) < n and drawn <= 16 * n:  # draw more when training overlap removed some
+        kept = [p for p in generated_problems(cfg, domain, drawn, seed, split="heldout") if _prompt_key(p) not in seen]
+        kept = list({_prompt_key(p): p for p in kept}.values())[:n]  # no duplicates inside the held-out set either
+        drawn *= 2
+    return kept
+
+
 def load_domain(cfg: DataConfig, domain: str, seed: int) -> list[Problem]:
-    """Problems of one mix entry: its files in order, or synthetic items when it has none."""
+    """Problems of one mix entry: its files in order, or generated items when it has none."""
     mix = cfg.mix[domain]
     if not mix.files:
-        return make_problems(domain, cfg.synthetic_size, seed)
+        return generated_problems(cfg, domain, cfg.synthetic_size, seed)
     problems: list[Problem] = []
     for file in mix.files:
         path = resolve_data_path(cfg, file)

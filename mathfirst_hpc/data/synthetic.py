@@ -344,6 +344,64 @@ TAB_TEMPLATES = (_tab_total, _tab_max, _tab_mean)
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# transfer kinds: non-math tasks built on the same 1-digit chain arithmetic that math RL trains (the tiny preset's
+# joint mix). Each needs one domain-specific step (a letter, a variable trace, a table lookup, a comparison) on
+# top of "a + b = c" steps, so that what math RL sharpens can carry over.
+# ---------------------------------------------------------------------------------------------------------------
+
+def _chain(r: random.Random, terms: int) -> tuple[str, list[str], int]:
+    """A chain sum of 1-digit terms: (expression, step lines, value), e.g. ("3 + 4 - 2", ["3 + 4 = 7", ...], 5)."""
+    value = r.randint(0, 9)
+    expr, steps = str(value), []
+    for _ in range(terms - 1):
+        op, term = r.choice("+-"), r.randint(0, 9)
+        new = value + term if op == "+" else value - term
+        steps.append(f"{value} {op} {term} = {new}")
+        expr, value = f"{expr} {op} {term}", new
+    return expr, steps, value
+
+
+def _stem_mc_arith(r: random.Random) -> Item:
+    expr, steps, value = _chain(r, r.randint(2, 3))
+    opts, letter = _options(r, str(value), [str(value + d) for d in r.sample((-3, -2, -1, 1, 2, 3), 4)])
+    return (f"Which value equals {expr}? {opts}. Answer with a letter.", letter,
+            ". ".join(steps + [f"{value} is {letter}"]) + f". \\boxed{{{letter}}}", {"kind": "mc_arith"})
+
+
+def _sim_trace(r: random.Random) -> Item:
+    expr, steps, value = _chain(r, r.randint(2, 3))
+    parts = expr.split(" ")
+    lines = [f"x = {parts[0]}"] + [f"x = x {op} {term}" for op, term in zip(parts[1::2], parts[2::2])]
+    code = "\n".join(lines + ["print(x)"])
+    return (f"What does this print?\n```python\n{code}\n```", str(value),
+            ". ".join([f"x = {parts[0]}"] + steps) + f". \\boxed{{{value}}}", {"kind": "trace"})
+
+
+def _tab_lookup_sum(r: random.Random) -> Item:
+    items = r.sample(("pen", "cup", "hat", "bag", "map", "box"), 3)
+    prices = {item: r.randint(0, 9) for item in items}
+    text = "| item | price |\n" + "\n".join(f"| {i} | {p} |" for i, p in prices.items())
+    a, b = r.sample(items, 2)
+    total = prices[a] + prices[b]
+    return (f"{text}\nWhat is the price of {a} plus the price of {b}?", str(total),
+            f"{a} is {prices[a]}. {b} is {prices[b]}. {prices[a]} + {prices[b]} = {total}. \\boxed{{{total}}}",
+            {"kind": "lookup_sum"})
+
+
+def _logic_most(r: random.Random) -> Item:
+    people = r.sample(NAMES, 3)
+    while True:
+        chains = [_chain(r, 2) for _ in people]
+        values = [c[2] for c in chains]
+        if len(set(values)) == len(values):
+            break
+    best = people[values.index(max(values))]
+    facts = " ".join(f"{p} has {c[0]} coins." for p, c in zip(people, chains))
+    work = ". ".join(f"{p}: {c[1][0]}" for p, c in zip(people, chains))
+    return (f"{facts} Who has the most coins?", best, f"{work}. \\boxed{{{best}}}", {"kind": "most"})
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -351,38 +409,71 @@ TEMPLATES: dict[str, tuple[Callable[[random.Random], Item], ...]] = {
     "math": MATH_TEMPLATES, "stem": STEM_TEMPLATES, "code": CODE_TEMPLATES,
     "simulation": SIM_TEMPLATES, "logic": LOGIC_TEMPLATES, "tabular": TAB_TEMPLATES,
 }
-"""domain -> templates; item i uses template i mod len (a balanced mix)."""
+"""domain -> the default templates; item i uses template i mod len (a balanced mix)."""
+
+EXTRA_KINDS: dict[str, dict[str, Callable[[random.Random], Item]]] = {
+    "stem": {"mc_arith": _stem_mc_arith}, "simulation": {"trace": _sim_trace},
+    "tabular": {"lookup_sum": _tab_lookup_sum}, "logic": {"most": _logic_most},
+}
+"""Kinds outside the default mix, chosen by name (``data.mix.<domain>.generators: [{source: synthetic, ...}]``)."""
+
+
+def _kind_of(template: Callable[[random.Random], Item]) -> str:
+    return template(random.Random(0))[3]["kind"]
+
+
+def kinds(domain: str) -> dict[str, Callable[[random.Random], Item]]:
+    """Every template of ``domain`` by kind name: the default ones and the extra ones."""
+    if domain not in TEMPLATES:
+        raise DataError(f"unknown domain {domain!r} for the synthetic generator", hint=f"use one of {DOMAINS}")
+    return {**{_kind_of(t): t for t in TEMPLATES[domain]}, **EXTRA_KINDS.get(domain, {})}
 
 STYLE = {"math": "rule", "stem": "rule", "code": "execution", "simulation": "rule", "logic": "rule", "tabular": "rule"}
 
 
-def make_problem(domain: str, index: int, seed: int) -> Problem:
-    """Item ``index`` of ``domain`` for ``seed``; depends on nothing else."""
+def make_problem(domain: str, index: int, seed: int, kind: str | None = None, split: str = "train") -> Problem:
+    """Item ``index`` of ``domain`` for ``seed`` (of one ``kind``, or the default round robin); depends on nothing
+    else. ``split='heldout'`` draws from a disjoint seed stream."""
     if domain not in TEMPLATES:
         raise DataError(f"unknown domain {domain!r} for the synthetic generator", hint=f"use one of {DOMAINS}")
-    templates = TEMPLATES[domain]
-    rng = random.Random(f"synthetic:{domain}:{seed}:{index}")
-    prompt, truth, solution, extra = templates[index % len(templates)](rng)
+    if kind is None:
+        template = TEMPLATES[domain][index % len(TEMPLATES[domain])]
+    else:
+        by_kind = kinds(domain)
+        if kind not in by_kind:
+            raise DataError(f"the synthetic {domain} generator has no kind {kind!r}",
+                            hint=f"choose from {', '.join(sorted(by_kind))}")
+        template = by_kind[kind]
+    stream = f"synthetic:{domain}:{seed}:{index}" if split == "train" else f"synthetic:{split}:{domain}:{kind}:{seed}:{index}"
+    prompt, truth, solution, extra = template(random.Random(stream))
     source = f"synthetic__{domain}"
-    return Problem(uid=f"{source}#{index}", domain=domain, data_source=source,
+    uid = f"{source}#{index}" if kind is None and split == "train" else f"{source}#{kind or 'mix'}:{split}:{index}"
+    return Problem(uid=uid, domain=domain, data_source=source,
                    prompt=[{"role": "user", "content": prompt}], ground_truth=truth, ability=domain,
-                   style=STYLE[domain], extra_info={"index": index, "split": "train", **extra}, solution=solution)
+                   style=STYLE[domain], extra_info={"index": index, "split": split, **extra}, solution=solution)
 
 
-def make_problems(domain: str, n: int, seed: int) -> list[Problem]:
+def make_problems(domain: str, n: int, seed: int, kind: str | None = None, split: str = "train") -> list[Problem]:
     """``n`` deterministic problems of one domain (math, stem, code, simulation, logic, tabular)."""
     if n < 0:
         raise DataError(f"n must be >= 0, got {n}")
-    return [make_problem(domain, i, seed) for i in range(n)]
+    return [make_problem(domain, i, seed, kind, split) for i in range(n)]
 
 
 def corpus_texts(n: int, seed: int) -> list[str]:
-    """``n`` texts (prompts and solutions of all domains, round robin) for training the tiny BPE tokenizer."""
+    """``n`` texts for training the tiny BPE tokenizer: prompts and solutions of every default and extra kind of
+    every domain, plus the reasoning-gym arithmetic rows the tiny preset trains on, round robin."""
+    from ..config import GeneratorSpec
+    from .reasoning_gym import make_rg_problems
+
+    sources: list[Callable[[int], Problem]] = [lambda i, d=d: make_problem(d, i, seed) for d in DOMAINS]
+    sources += [lambda i, d=d, k=k: make_problem(d, i, seed, kind=k) for d, extra in EXTRA_KINDS.items() for k in extra]
+    per_source = n // (2 * (len(sources) + 2)) + 1
+    rg_rows = [p for name in ("chain_sum", "basic_arithmetic")
+               for p in make_rg_problems("math", GeneratorSpec(name=name, config={"max_digits": 2}), per_source, seed)]
     texts: list[str] = []
-    per_domain = n // (2 * len(DOMAINS)) + 1
-    for i in range(per_domain):
-        for domain in DOMAINS:
-            problem = make_problem(domain, i, seed)
+    for i in range(per_source):
+        for problem in [make(i) for make in sources] + rg_rows[i::per_source]:
             texts.append(problem.prompt[0]["content"])
             texts.append(problem.solution or "")
     return texts[:n]

@@ -5,6 +5,11 @@ Data parallelism is a flat all-reduce of gradients with SUM: the objectives norm
 optimizer step across every micro-batch *and* rank (DAPO's token-mean is over the global mini-batch), so summing
 per-rank gradients gives exactly the single-process gradient. Parameters start identical on every rank (same
 seed / broadcast from rank 0).
+
+Training applies the output layer to the loss positions only (``masked_token_logprobs``) for model types whose
+causal-LM head is a plain ``lm_head(hidden)``: in RL rows the prompt (about half of each row) carries no loss, so
+its vocab-sized logits, log-softmax and their backward are pure waste. The gradient is the same (the loss never
+reads the skipped positions). ``forward_logprobs`` still returns every position.
 """
 
 from __future__ import annotations
@@ -32,6 +37,28 @@ def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, temperature: f
         entropy = -(logp_all.exp() * logp_all).sum(-1)
     zero = torch.zeros_like(logp[:, :1])
     return torch.cat([zero, logp], dim=1), torch.cat([zero, entropy], dim=1)
+
+
+PLAIN_HEAD_TYPES = frozenset({"llama", "qwen2", "qwen3", "mistral"})
+"""HF model types whose CausalLM forward is exactly ``lm_head(model(...))`` (no logit scaling or soft-capping)."""
+
+
+def masked_token_logprobs(hidden: torch.Tensor, lm_head: torch.nn.Module, input_ids: torch.Tensor,
+                          loss_mask: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``token_logprobs`` computed only where ``loss_mask`` is set (0 elsewhere), from the decoder's last hidden
+    states [B, T, H]: the head, log-softmax and entropy run on those rows alone."""
+    rows, width = input_ids.shape
+    targets_at = loss_mask[:, 1:].bool()  # hidden state t predicts token t + 1
+    logits = lm_head(hidden[:, :-1][targets_at]).float()  # [N, V], N = loss tokens
+    if temperature != 1.0:  # dividing by 1.0 is exact: skip a [N, V] pass
+        logits = logits / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, input_ids[:, 1:][targets_at][:, None]).squeeze(-1)
+    with torch.no_grad():  # a metric only: kept out of the autograd graph
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+    at = torch.cat([torch.zeros_like(targets_at[:, :1]), targets_at], dim=1)
+    zeros = torch.zeros((rows, width), dtype=logp.dtype, device=logp.device)
+    return zeros.masked_scatter(at, logp), zeros.masked_scatter(at, entropy)
 
 
 def lr_lambda(cfg: OptimConfig, total_steps: int):
@@ -68,7 +95,8 @@ class TorchBackend:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(optim, total_steps))
 
     # LearnerBackend ----------------------------------------------------------------------------------------------
-    def _forward(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    @staticmethod
+    def _model_inputs(batch: TokenBatch) -> dict[str, Any]:
         attention = batch.attention_mask
         positions = batch.position_ids
         if positions is None:
@@ -77,8 +105,20 @@ class TorchBackend:
             # right padding only: plain causal attention never lets a real token see a pad, so no mask is
             # needed and SDPA takes its fused causal kernel (much faster backward on CPU than a masked one)
             attention = None
-        logits = self.model(input_ids=batch.input_ids, attention_mask=attention, position_ids=positions).logits
+        return {"input_ids": batch.input_ids, "attention_mask": attention, "position_ids": positions}
+
+    def _forward(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs and entropy at every position."""
+        logits = self.model(**self._model_inputs(batch)).logits
         return token_logprobs(logits, batch.input_ids, batch.temperature)
+
+    def _loss_forward(self, batch: TokenBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-probs and entropy where ``loss_mask`` is set, 0 elsewhere (what every loss reads)."""
+        if getattr(self.model.config, "model_type", None) not in PLAIN_HEAD_TYPES:
+            return self._forward(batch)
+        hidden = self.model.model(**self._model_inputs(batch)).last_hidden_state
+        return masked_token_logprobs(hidden, self.model.lm_head, batch.input_ids, batch.loss_mask,
+                                     batch.temperature)
 
     @torch.no_grad()
     def forward_logprobs(self, batch: TokenBatch) -> torch.Tensor:
@@ -108,7 +148,7 @@ class TorchBackend:
                 totals = {k: 0.0 for k in totals}
         for index in range(start, len(micro_batches)):
             micro = micro_batches[index].to(self.device)
-            logp, entropy = self._forward(micro)
+            logp, entropy = self._loss_forward(micro)
             loss, metrics = loss_fn(logp, entropy, micro)
             loss.backward()
             for key, value in metrics.items():

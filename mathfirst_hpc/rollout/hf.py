@@ -91,7 +91,9 @@ class HFEngine:
         out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True,
                          logits_to_keep=1)
         past = getattr(out, "cache", None) or out.past_key_values
-        if n > 1:
+        fast = LlamaFamilyDecoder(self.model, past, attention, sampling.max_new_tokens, repeat=n) \
+            if self.fast_decode and LlamaFamilyDecoder.supports(self.model, past) else None
+        if n > 1 and fast is None:
             past.batch_repeat_interleave(n)
         attention = attention.repeat_interleave(n, dim=0)
         step_pos = positions[:, -1:].repeat_interleave(n, dim=0)
@@ -100,43 +102,52 @@ class HFEngine:
         eos = torch.tensor(self.eos_token_ids, device=self.device)
         done = torch.zeros(rows, dtype=torch.bool, device=self.device)
         new_tokens, new_logprobs = [], []
-        fast = LlamaFamilyDecoder(self.model, past, attention, sampling.max_new_tokens) \
-            if self.fast_decode and LlamaFamilyDecoder.supports(self.model, past) else None
         for step in range(sampling.max_new_tokens):
             if step > 0 and fast is not None:
-                logits = fast.step(token, step_pos)
+                logits = fast.step(token)
             elif step > 0:
+                attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=-1)
+                step_pos = step_pos + 1
                 out = self.model(input_ids=token[:, None], attention_mask=attention, position_ids=step_pos,
                                  use_cache=True, logits_to_keep=1, **{self._cache_kw: past})
                 past = getattr(out, "cache", None) or out.past_key_values
                 logits = out.logits[:, -1, :]
-            logprobs = torch.log_softmax(logits.float() / sampling.temperature, dim=-1)
-            token = self._sample(logprobs, sampling.top_p, generator)
-            token = torch.where(done, torch.full_like(token, self.pad_id), token)
+            token, logprob = self._sample(logits, sampling.temperature, sampling.top_p, generator)
+            token = torch.where(done, self.pad_id, token)
             new_tokens.append(token)
-            new_logprobs.append(logprobs.gather(-1, token[:, None]).squeeze(-1))
+            new_logprobs.append(logprob)
             done = done | torch.isin(token, eos)
             if bool(done.all()):
                 break
-            attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=-1)
-            step_pos = step_pos + 1
         tokens = torch.stack(new_tokens, dim=1).cpu()
         logprobs = torch.stack(new_logprobs, dim=1).cpu()
         return [self._to_sample(prompts[row // n], tokens[row], logprobs[row]) for row in range(rows)]
 
-    def _sample(self, logprobs: torch.Tensor, top_p: float, generator: torch.Generator) -> torch.Tensor:
-        probs = logprobs.exp()
+    @staticmethod
+    def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One token per row from softmax(logits / temperature) restricted to the top-p nucleus, and its
+        log-probability under the full (unrestricted) distribution, as the learner computes it."""
+        scaled = logits.float()
+        if temperature != 1.0:  # dividing by 1.0 is exact: skip a [rows, vocab] pass
+            scaled = scaled / temperature
+        log_z = torch.logsumexp(scaled, dim=-1, keepdim=True)
+        probs = (scaled - log_z).exp_()
+        order = None
         if top_p < 1.0:
-            sorted_probs, order = probs.sort(dim=-1, descending=True)
-            cumulative = sorted_probs.cumsum(-1)
+            probs, order = probs.sort(dim=-1, descending=True)
             # keep the smallest prefix whose mass reaches top_p (the first token is always kept)
-            drop = (cumulative - sorted_probs) >= top_p
-            sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-            probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
-        # exponential race: argmax(p / E) with E = -log(U) ~ Exp(1) is a draw from p (no CDF search; on the
-        # CPU torch.rand + log is ~5x faster than Tensor.exponential_)
-        race = torch.rand(probs.shape, generator=generator, device=probs.device).log_().neg_()
-        return (probs / race).argmax(dim=-1)
+            probs = probs.masked_fill((probs.cumsum(-1) - probs) >= top_p, 0.0)
+        # inverse CDF: one uniform per row (drawing one per vocab entry, as an exponential race does, costs
+        # more than the model's decode step on a CPU); u is kept below the total so a zero-mass tail is never hit
+        cdf = probs.cumsum(dim=-1)
+        total = cdf[:, -1:]
+        u = torch.minimum(torch.rand(total.shape, generator=generator, device=total.device) * total,
+                          total.nextafter(torch.zeros_like(total)))
+        token = torch.searchsorted(cdf, u, right=True)
+        if order is not None:
+            token = order.gather(-1, token)
+        return token.squeeze(-1), (scaled.gather(-1, token) - log_z).squeeze(-1)
 
     def _to_sample(self, prompt: list[int], tokens: torch.Tensor, logprobs: torch.Tensor) -> Sample:
         ids = tokens.tolist()

@@ -257,6 +257,10 @@ class RewardConfig:
 class StageConfig:
     stage: str = "sft"
     seed: int = 0
+    start_from: Literal["previous", "base"] = "previous"
+    """Where the stage's weights come from: the previous stage's final checkpoint, or 'base' = model.path (a
+    pretrained model) or the preset's fresh init, so that e.g. math RL starts from SmolLM2 with no stage 1.
+    ``--init-from`` overrides both."""
     steps: int = 20
     """SFT: optimizer steps (0 = epochs x examples / batch). RL: iterations (rollout + update)."""
     log_every: int = 1

@@ -161,6 +161,25 @@ def _grouped_bars(categories: Sequence[str], series: dict[str, Sequence[float | 
     return _save(fig, path)
 
 
+def plot_unparseable_per_domain(metrics: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    records, spans = rl_series(metrics)
+    domains = sorted({k.split("/", 1)[1] for r in records for k in r if k.startswith("unparseable_frac/")})
+    if not domains:
+        return None
+    return _line_plot(records, spans, [f"unparseable_frac/{d}" for d in domains], domains,
+                      "fraction of sampled responses", "Unparseable answers per domain over training", path, (0, 1.05))
+
+
+def plot_heldout_per_stage(table: dict[str, Any], path: Path) -> Path | None:
+    """Held-out accuracy: one group of bars per domain, one bar per stage."""
+    stages = [s for s in ("base", "sft", "math_rl", "joint_rl") if s in (table or {})]
+    if not stages:
+        return None
+    domains = sorted({d for s in stages for d in table[s]})
+    return _grouped_bars(domains, {s: [table[s].get(d) for d in domains] for s in stages},
+                         "held-out accuracy (%)", "Held-out accuracy per domain and stage", path)
+
+
 def plot_benchmarks_per_stage(comparison: dict[str, Any], path: Path) -> Path | None:
     rows = [r for r in comparison.get("rows", []) if r.get("kind") == "benchmark"]
     labels = comparison.get("checkpoints", [])
@@ -196,6 +215,8 @@ def write_plots(metrics_path: Path, eval_dir: Path, out_dir: Path) -> list[Path]
         plot_kept_groups(metrics, out_dir / "kept_group_fraction.png"),
         plot_overlong(metrics, out_dir / "overlong_fraction.png"),
         plot_sft_loss(metrics, out_dir / "sft_loss.png"),
+        plot_unparseable_per_domain(metrics, out_dir / "unparseable_per_domain.png"),
+        plot_heldout_per_stage(_read_json(eval_dir / "heldout.json"), out_dir / "heldout_per_stage.png"),
     ]
     comparison = _read_json(eval_dir / "comparison.json")
     if comparison:

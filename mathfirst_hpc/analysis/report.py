@@ -37,6 +37,9 @@ PLOT_CAPTIONS = {
     "kept_group_fraction": "Fraction of prompt groups kept by dynamic sampling (groups with unequal rewards).",
     "overlong_fraction": "Fraction of responses that reached the response length limit.",
     "sft_loss": "Stage 1 SFT loss per optimizer step.",
+    "unparseable_per_domain": "Fraction of sampled responses with no parseable answer, per domain and RL iteration.",
+    "heldout_per_stage": "Held-out accuracy per domain of the final checkpoint of each stage (eval --heldout).",
+    "study": "Held-out accuracy, mean and std over seeds: sft, the curriculum, and the no-math-RL ablation.",
     "benchmarks_per_stage": "Benchmark pass@1 of each checkpoint (base and the final checkpoint of each stage).",
     "skills_per_stage_pattern": "Share of evaluated responses showing each reasoning skill (pattern classifier).",
     "skills_per_stage_judge": "Share of evaluated responses showing each reasoning skill (LLM judge).",
@@ -115,6 +118,35 @@ def eval_sections(run: RunPaths) -> list[Section]:
     return sections
 
 
+def heldout_section(run: RunPaths) -> Section:
+    """Held-out accuracy per domain (rows) and stage (columns), with n, interval and unparseable share."""
+    table = _read_json(run.eval_dir / "heldout.json")
+    if not table:
+        return Section("Held-out accuracy per stage", [], [],
+                       f"no held-out table yet: run `mathfirst-hpc eval --run-dir {run.root} --heldout`")
+    detail = (_read_json(run.eval_dir / "heldout_detail.json") or {}).get("stages", {})
+    stages = [s for s in ("base", *STAGES) if s in table]
+    domains = sorted({d for row in table.values() for d in row})
+    rows = []
+    for domain in domains:
+        cells = []
+        for stage in stages:
+            d = detail.get(stage, {}).get(domain)
+            if domain not in table[stage]:
+                cells.append("-")
+            elif d:
+                low, high = d["ci95"]
+                cells.append(f"{_pct(d['accuracy'])} [{_pct(low)}, {_pct(high)}] (unparseable {_pct(d['unparseable'])})")
+            else:
+                cells.append(_pct(table[stage][domain]))
+        rows.append([domain, *cells])
+    decoding = (_read_json(run.eval_dir / "heldout_detail.json") or {}).get("decoding", "")
+    n = {d: detail.get(stages[0], {}).get(d, {}).get("n") for d in domains}
+    note = f"{decoding}; accuracy % [Wilson 95% interval]; problems per domain: " + \
+        ", ".join(f"{d} {k}" for d, k in n.items() if k)
+    return Section("Held-out accuracy per stage", ["domain", *stages], rows, note)
+
+
 def skill_sections(run: RunPaths) -> list[Section]:
     out = []
     for classifier in ("pattern", "judge"):
@@ -177,16 +209,43 @@ def _figure_html(png: Path) -> str:
             f"<figcaption>{html.escape(png.name)}: {html.escape(caption)}</figcaption></figure>")
 
 
+def build_study_report(study_dir: Path) -> dict[str, Any]:
+    """A study folder (``study.json``, from ``mathfirst-hpc study``): the arms table, the plot, links to runs."""
+    from ..study import read_study, study_markdown
+
+    summary = read_study(study_dir)
+    out = study_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    pngs = [p for p in [study_dir / "study.png"] if p.exists()]
+    table_md = study_markdown(summary)
+    runs = sorted(str(p.relative_to(study_dir)) for p in study_dir.glob("*/seed_*") if p.is_dir())
+    title = f"mathfirst-hpc study report: {study_dir.name}"
+    md = [f"# {title}", "", table_md, "", "Run dirs (each has its own report): " + ", ".join(runs), ""]
+    md += [f"![{PLOT_CAPTIONS['study']}](../{p.name})\n" for p in pngs]
+    body = [f"<h1>{html.escape(title)}</h1>", f"<pre>{html.escape(table_md)}</pre>",
+            f"<p>Run dirs (each has its own report): {html.escape(', '.join(runs))}</p>"]
+    body += [_figure_html(p) for p in pngs]
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    write_text(out / "report.html", page)
+    write_text(out / "report.md", "\n".join(md))
+    return {"html": out / "report.html", "markdown": out / "report.md", "plots": pngs}
+
+
 def build_report(run_dir: Path | str) -> dict[str, Any]:
-    """Write report.html, report.md and the plots under RUN_DIR/report/. Returns the paths written."""
+    """Write report.html, report.md and the plots under RUN_DIR/report/ (or a study folder's report). Returns
+    the paths written."""
     run = RunPaths(run_dir)
     if not run.root.is_dir():
         raise RunDirError(f"run dir {run.root} does not exist")
+    if (run.root / "study.json").exists():
+        return build_study_report(run.root)
     out = run.report_dir
     out.mkdir(parents=True, exist_ok=True)
     metrics = read_jsonl(run.metrics)
     pngs = plots.write_plots(run.metrics, run.eval_dir, out)
-    sections = [stage_section(run), metrics_section(metrics), *eval_sections(run), *skill_sections(run)]
+    sections = [stage_section(run), metrics_section(metrics), heldout_section(run), *eval_sections(run),
+                *skill_sections(run)]
     title = f"mathfirst-hpc run report: {run.root.name}"
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     body = [f"<h1>{html.escape(title)}</h1>", f"<p>Run dir <code>{html.escape(str(run.root))}</code>, built {stamp} "

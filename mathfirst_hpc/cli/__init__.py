@@ -17,6 +17,7 @@ from .reward_cmd import reward
 from .run_cmd import cancel, resume, run, status, submit
 from .sandbox_cmd import sandbox
 from .shards_cmd import shards
+from .study_cmd import study
 
 
 class _Group(click.Group):
@@ -34,7 +35,8 @@ def cli() -> None:
     """Math-first reasoning curriculum: SFT -> math DAPO -> joint six-domain RL, on Slurm or locally."""
 
 
-for command in (run, submit, status, resume, cancel, eval_cmd, analyze, report, sandbox, reward, shards, config):
+for command in (run, submit, status, resume, cancel, eval_cmd, analyze, report, study, sandbox, reward, shards,
+                config):
     cli.add_command(command)
 
 

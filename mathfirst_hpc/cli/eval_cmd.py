@@ -10,9 +10,12 @@ import click
               help="HF model folder or checkpoint folder (with hf/); repeat for several. Or use --run-dir.")
 @click.option("--run-dir", default=None, type=click.Path(file_okay=False),
               help="Evaluate base and the final checkpoint of each stage of this run; one column per checkpoint.")
-@click.option("--benchmarks", "-b", required=True,
+@click.option("--benchmarks", "-b", default=None,
               help="Comma list: math500, aime, humaneval, mbpp, livecodebench, gpqa_diamond, supergpqa, zebra_puzzle, "
                    "arcagi, codeio, cruxeval_i, cruxeval_o, hitab, multihiertt, finqa, or all.")
+@click.option("--heldout", is_flag=True,
+              help="With --run-dir: the paper-style table on the run's generated held-out sets (seeds disjoint from "
+                   "training), one column per stage; writes RUN_DIR/eval/heldout.json. --n 1 = greedy.")
 @click.option("--n", "n", default=1, show_default=True, type=int, help="Samples per problem (avg@n, pass@k).")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False),
               help="Benchmark files: the Reasoning360 parquet layout or each benchmark's own format.")
@@ -33,11 +36,23 @@ import click
 @click.option("--sandbox-url", default=None, help="Running sandbox server for code [default: start a local one].")
 @click.option("--sandbox-isolation", type=click.Choice(["bwrap", "none"]), default="bwrap", show_default=True,
               help="Isolation of the local sandbox ('none' only for trusted code).")
-def eval_cmd(checkpoints: tuple[str, ...], run_dir: str | None, benchmarks: str, n: int, data_dir: str | None,
+def eval_cmd(checkpoints: tuple[str, ...], run_dir: str | None, benchmarks: str | None, heldout: bool, n: int,
+             data_dir: str | None,
              profile: str | None, out: str | None, backend: str, temperature: float, top_p: float,
              max_new_tokens: int, max_prompt_len: int, chunk_size: int, limit: int | None, seed: int,
              batch_size: int, array_tasks: int, sandbox_url: str | None, sandbox_isolation: str) -> None:
     """Offline batch benchmark evaluation of checkpoints; rerun the same command to resume."""
+    if heldout:
+        if run_dir is None:
+            raise click.UsageError("--heldout needs --run-dir")
+        from ..eval.heldout import evaluate_heldout, heldout_markdown, read_heldout
+
+        evaluate_heldout(run_dir, samples=n, size=limit, progress=lambda m: click.echo(m, err=True))
+        click.echo(heldout_markdown(*read_heldout(run_dir)))
+        click.echo(f"table: {run_dir}/eval/heldout.json")
+        return
+    if benchmarks is None:
+        raise click.UsageError("give --benchmarks (or --heldout with --run-dir)")
     from ..config import RewardConfig, SandboxClientConfig
     from ..eval.harness import EvalConfig, comparison_markdown, evaluate
     from ..paths import RunPaths

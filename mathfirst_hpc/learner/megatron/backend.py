@@ -48,7 +48,7 @@ from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 from ...atomic import atomic_path, write_text
 from ...config import OptimConfig, ParallelConfig
 from ...errors import ConfigError
-from ...launch.distributed import init_distributed
+from ...distributed import init_distributed
 from ..base import LossFn, TokenBatch
 from ..torch_backend import lr_lambda
 from .convert import hf_to_megatron, stage_to_hf
@@ -87,7 +87,7 @@ class LazySafetensors(Mapping[str, torch.Tensor]):
 
 
 def _init_process_group(dist_backend: str) -> None:
-    """The default group from torchrun / Slurm / submitit (``launch.distributed``), else a one-process group."""
+    """The default group from torchrun / Slurm / submitit / MPI (``distributed.py``), else a one-process group."""
     if dist.is_initialized():
         return
     init_distributed(dist_backend)

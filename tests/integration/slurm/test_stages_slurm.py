@@ -142,7 +142,7 @@ def test_two_node_learner_matches_one_node(reference: Path, tmp_path: Path) -> N
     job = make_executor("slurm", tmp_path / "logs" / "%j", spec).submit(
         LearnerJob(str(run_dir), "math_rl", 0, "gloo"))
     results = job.results()
-    assert len(results) == 2 and results[0]["final"]
+    assert len(results) == 2 and results[0].final  # a records.LearnerResult per task
     assert "n[1-2]" in subprocess.run(["sacct", "-n", "-X", "-o", "NodeList", "-j", str(job.job_id)],
                                       capture_output=True, text=True).stdout  # one task on each node
     # Gradients are summed over ranks instead of accumulated in one process: equal up to float rounding.

@@ -1,8 +1,9 @@
-"""Driver and run-level rules that need no cluster: targets, the stage-dependency refusal, checkpoint position,
-launch.json, the job classes' resubmission, job-state helpers."""
+"""Driver and run-level rules that need no cluster: targets, the stage-dependency refusal, the position a driver
+reads from meta.json, launch.json, the job classes' resubmission, job-state helpers."""
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -11,13 +12,15 @@ import pytest
 
 from mathfirst_hpc.errors import ConfigError, RunDirError
 from mathfirst_hpc.launch import driver
-from mathfirst_hpc.launch.driver import (Submitted, checkpoint_position, describe, launch_profile, read_launch,
-                                         submit_stages, target_stages, write_launch)
+from mathfirst_hpc.launch.driver import (Submitted, describe, launch_profile, read_launch, submit_stages,
+                                         target_stages, write_launch)
 from mathfirst_hpc.launch.jobs import DriverJob, LearnerJob, RolloutTask
 from mathfirst_hpc.launch.profiles import load_profile
 from mathfirst_hpc.launch.slurm_state import is_alive
+from mathfirst_hpc.loop import latest_position
 from mathfirst_hpc.manifest import Manifest
 from mathfirst_hpc.paths import RunPaths
+from mathfirst_hpc.records import JobEntry, LaunchRecord, RlState
 
 
 def test_targets() -> None:
@@ -53,14 +56,26 @@ def test_init_from_must_exist(tmp_path: Path) -> None:
         submit_stages(tmp_path / "run", "stage3", "local", init_from=str(tmp_path / "nope"))
 
 
-def test_checkpoint_position_reads_meta_only(tmp_path: Path) -> None:
+def test_position_reads_meta_only(tmp_path: Path) -> None:
     paths = RunPaths(tmp_path)
-    assert checkpoint_position(paths, "math_rl") == driver.Position()
+    assert latest_position(paths, "math_rl") == RlState()
     from mathfirst_hpc import checkpoint as ckpt
 
-    target = paths.checkpoint("math_rl", 7)
-    ckpt.save_checkpoint(target, {"x": 1}, {"iteration": 2, "step": 7, "mini_batch": 1, "iteration_start_step": 6})
-    assert checkpoint_position(paths, "math_rl") == driver.Position(2, 7, 1, 6)
+    cursor = {"drawn": 12}
+    state = RlState(iteration=2, mini_batch=1, step=7, iteration_start_step=6, data_at_iteration_start=cursor)
+    # the weights file holds something else: the driver must not need it
+    ckpt.save_checkpoint(paths.checkpoint("math_rl", 7), {"x": 1}, state.meta())
+    assert latest_position(paths, "math_rl") == state
+
+
+def test_position_of_an_older_checkpoint_takes_the_cursor_from_its_state(tmp_path: Path) -> None:
+    """Checkpoints written before meta.json held the data cursor keep resuming (one state file read)."""
+    paths = RunPaths(tmp_path)
+    from mathfirst_hpc import checkpoint as ckpt
+
+    ckpt.save_checkpoint(paths.checkpoint("math_rl", 3), {"data_at_iteration_start": {"drawn": 4}},
+                         {"iteration": 1, "step": 3, "mini_batch": 0})
+    assert latest_position(paths, "math_rl") == RlState(1, 0, 3, 3, {"drawn": 4})
 
 
 def test_launch_record_round_trip(tmp_path: Path) -> None:
@@ -70,7 +85,20 @@ def test_launch_record_round_trip(tmp_path: Path) -> None:
     profile = load_profile("example-pyxis")
     write_launch(paths, profile, ["math_rl", "joint_rl"], None, "tiny")
     launch = read_launch(paths)
-    assert launch["stages"] == ["math_rl", "joint_rl"] and launch_profile(launch) == profile
+    assert isinstance(launch, LaunchRecord)
+    assert launch.stages == ["math_rl", "joint_rl"] and launch.preset == "tiny" and launch_profile(launch) == profile
+    on_disk = json.loads(paths.launch_file.read_text())  # the format resume and child jobs read
+    assert on_disk["stages"] == ["math_rl", "joint_rl"] and on_disk["profile"]["partition"] == profile.partition
+
+
+def test_job_entries_round_trip_through_the_manifest(tmp_path: Path) -> None:
+    manifest = Manifest(RunPaths(tmp_path))
+    manifest.record_job("41", JobEntry("driver", "math_rl", {"kind": "driver", "stage": "math_rl"}, "slurm", "f/%j"))
+    manifest.record_job("42", kind="rollout", stage="math_rl")
+    jobs = manifest.jobs()
+    assert jobs["41"].kind == "driver" and jobs["41"].key == {"kind": "driver", "stage": "math_rl"}
+    assert jobs["42"].executor == "slurm" and jobs["42"].dependency is None
+    assert manifest.read()["jobs"]["41"]["folder"] == "f/%j"  # plain JSON on disk
 
 
 def test_jobs_resubmit_the_same_call_and_pickle(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from typing import Iterator
 
 import pytest
 
-from mathfirst_hpc.launch import preemption
+from mathfirst_hpc import preemption
 
 
 @pytest.fixture(autouse=True)
@@ -86,3 +86,13 @@ def test_exit_for_requeue_calls_submitit_handler_for_usr1() -> None:
     finally:
         preemption.uninstall()
         signal.signal(signal.SIGUSR1, previous)
+
+
+def test_old_module_name_is_the_same_module() -> None:
+    """``mathfirst_hpc.launch.preemption`` (older imports, pickled jobs) shares the one stop flag."""
+    from mathfirst_hpc.launch import preemption as old
+
+    assert old is preemption
+    preemption.request("test")
+    assert old.requested() and old.reason() == "test"
+    preemption.reset()

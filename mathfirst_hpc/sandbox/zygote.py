@@ -1,29 +1,32 @@
 """The per-worker launcher that runs *inside* a long-lived bubblewrap sandbox and starts each program in fresh
-namespaces of its own (stdlib only: it runs as ``/usr/bin/python3 -I -S -c <this file>``).
+namespaces of its own (stdlib only: it runs as ``/usr/bin/python3 -I -S -c <this file> FD``).
 
 Why: a fresh ``bwrap`` per execution costs ~6 ms of CPU and ~14 ms of latency (user, net, pid, ipc, uts and mount
 namespaces, ~25 mounts, three extra execs for bwrap, sh and prlimit), more than the ~11 ms a tiny Python program
-itself needs. Here the expensive, unchanging part (user + net + uts namespaces, the read-only root, no
-capabilities for the programs, no network) is built once per worker, and each execution only gets what must be
-fresh: new pid, mount and ipc namespaces, a new size-limited ``/tmp`` and ``/dev/shm``, a new ``/proc``, rlimits.
+itself needs. Here the unchanging part (user + net + uts namespaces, the read-only root, no network) is built
+once per worker, and each execution only gets what must be fresh: new pid, mount and ipc namespaces, a new
+size-limited ``/tmp`` and ``/dev/shm``, a new ``/proc``, rlimits, no capabilities.
 
 Protocol on the SOCK_SEQPACKET socket whose fd number is the first argument (one message per packet):
 
-- server -> zygote: a JSON job ``{"argv", "env", "cwd", "rlimits": {name: value}, "tmp_bytes", "shm_bytes"}``
-  with three fds attached (the program's stdin, stdout, stderr);
-- server -> zygote: ``kill`` (wall clock or output limit): SIGKILL to the job's pid namespace;
-- zygote -> server: ``{"exit": code, "setup_error": text or null}`` once the job's namespace is gone. ``exit``
-  follows bwrap's convention (128 + N for a death by signal N).
+- server -> zygote: a JSON job ``{"argv", "env", "cwd", "rlimits": {name: value}, "tmp_bytes", "shm_bytes",
+  "readonly": [paths]}`` with three fds attached (the program's stdin, stdout, stderr);
+- server -> zygote: ``kill`` (wall clock or output limit): SIGKILL to the job's namespace init;
+- zygote -> server: ``{"exit": code, "setup_error": text or null}`` once no process of the job is left.
+  ``exit`` follows bwrap's convention (128 + N for a death by signal N).
 
-Process tree of one job (pids as the zygote sees them):
+Process tree of one job:
 
-    zygote ── R (process-group leader; unshares pid/mount/ipc) ── I (pid 1 of the new pid namespace: mounts
-    /tmp, /dev/shm, /proc; reaps; exits with the program's status) ── P (the program: rlimits, no capabilities,
-    clean environment, exec)
+    zygote ── I (pid 1 of a new pid namespace, by a raw clone(CLONE_NEWPID); unshares mount + ipc; mounts /tmp,
+               /dev/shm, /proc; drops every capability; reaps)
+                └── P (the program: rlimits, default signal dispositions, clean environment, exec)
 
-When I exits, the kernel kills every process left in the namespace (background children included). I and the
-zygote are not dumpable and P has no capabilities, so the program can neither ptrace nor read them; signals from
-inside a pid namespace to its init are dropped, and the zygote is outside the program's pid namespace (invisible).
+When P exits, I SIGKILLs every other process of its namespace (background children), reaps them, writes P's code
+on a status pipe and exits; the zygote answers as soon as the code arrives (I's own exit, whose mount-namespace
+teardown waits for an RCU grace period, finishes in the background). On ``kill`` the zygote SIGKILLs I: the
+death of a namespace's init ends every process in it. I and the zygote are not dumpable, and P has no
+capabilities, so the program can neither ptrace nor read them; signals from inside a pid namespace to its init
+are dropped (I installs no handlers), and the zygote is outside the program's pid namespace (invisible).
 A failure before the program's exec (a mount, an rlimit, exec itself) is written to a close-on-exec pipe and
 comes back as ``setup_error``: the server reports ``sandbox_error``, never a verdict on the code.
 """
@@ -83,11 +86,25 @@ _CAP_HEADER = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
 _CAP_NONE = (_CapData * 2)()
 
 
+def cap_last():
+    global _cap_last
+    if _cap_last is None:
+        try:
+            with open("/proc/sys/kernel/cap_last_cap", encoding="ascii") as handle:
+                _cap_last = int(handle.read())
+        except (OSError, ValueError):
+            _cap_last = CAP_LAST
+    return _cap_last
+
+
+_cap_last = None
+
+
 def drop_capabilities():
     """Empty bounding, ambient, inheritable, permitted and effective sets (needs CAP_SETPCAP for the first)."""
     lib = libc()
     lib.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-    for cap in range(CAP_LAST + 1):
+    for cap in range(cap_last() + 1):
         lib.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)  # EINVAL past the kernel's last cap: ignored
     check(lib.capset(ctypes.byref(_CAP_HEADER), ctypes.byref(_CAP_NONE)), "capset")
 
@@ -138,7 +155,6 @@ def run_program(job, fds, err_w):
         os.closerange(3, err_w)
         os.closerange(err_w + 1, 1 << 16)
         os.chdir(job["cwd"])
-        drop_capabilities()
         os.execve(job["argv"][0], job["argv"], job["env"])
     except BaseException as exc:  # noqa: BLE001 - anything before exec is a setup failure
         os.write(err_w, f"{type(exc).__name__}: {exc}".encode()[:2000])
@@ -158,6 +174,8 @@ def namespace_init(job, fds, err_w, status_w):
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         for path in job.get("readonly", ()):
             mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        libc().prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        drop_capabilities()  # here, once: the program inherits the empty sets and its exec cannot regain any
         program = os.fork()
     except BaseException as exc:  # noqa: BLE001
         os.write(err_w, f"{type(exc).__name__}: {exc}".encode()[:2000])
@@ -165,13 +183,8 @@ def namespace_init(job, fds, err_w, status_w):
     if program == 0:
         os.close(status_w)
         run_program(job, fds, err_w)
-    libc().prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     os.closerange(0, status_w)
     os.closerange(status_w + 1, 1 << 16)
-    try:
-        drop_capabilities()
-    except OSError:
-        pass
     code = None
     while True:  # reap everything; once the program has ended, end everything else too
         try:
@@ -193,6 +206,7 @@ def serve(control):
     """The zygote's loop: one job at a time, until the server closes the socket."""
     lib = libc()
     lib.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    cap_last()
     gc.disable()  # forked children must not walk (and so copy) the whole heap
     gc.freeze()
     while True:

@@ -222,6 +222,14 @@ class CheckpointConfig:
 
 
 @dataclass(kw_only=True)
+class LoggingConfig:
+    sinks: list[Literal["jsonl", "tensorboard", "wandb"]] = field(default_factory=lambda: ["jsonl"])
+    """Where metrics go: metrics.jsonl always (the source of truth); ``tensorboard`` (RUN_DIR/tb/<stage>) and
+    ``wandb`` (offline, RUN_DIR/wandb/; the wandb extra) replay it (``sinks.py``)."""
+    wandb_project: str = "mathfirst-hpc"
+
+
+@dataclass(kw_only=True)
 class JudgeConfig:
     backend: Literal["none", "hf", "vllm"] = "none"
     """none = free-form STEM answers fall back to the rule verifier."""
@@ -270,6 +278,7 @@ class StageConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
 @dataclass(kw_only=True)

@@ -1,0 +1,118 @@
+"""Metric sinks replay metrics.jsonl: TensorBoard read back with its own event reader, W&B offline read back from
+its transaction log; a simulated kill (sinks dropped without closing, metrics.jsonl truncated to the checkpoint
+as ``stage.load_latest`` does) leaves each curve with one point per step, holding the redone values."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from mathfirst_hpc import sinks
+from mathfirst_hpc.atomic import append_jsonl, read_jsonl, write_text
+from mathfirst_hpc.config import LoggingConfig
+from mathfirst_hpc.manifest import Manifest
+from mathfirst_hpc.paths import RunPaths
+
+
+def tb_scalars(paths: RunPaths, stage: str, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(sinks.tb_dir(paths, stage)))
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def same_points(got: list[tuple[int, float]], want: list[tuple[int, float]]) -> bool:
+    return [s for s, _ in got] == [s for s, _ in want] and [v for _, v in got] == pytest.approx([v for _, v in want])
+
+
+def log(paths: RunPaths, stage: str, cfg: LoggingConfig, iteration: int, reward: float) -> None:
+    """What stage.log_metrics does: append, then publish."""
+    append_jsonl(paths.metrics, {"stage": stage, "time_unix": time.time(), "iteration": iteration,
+                                 "step": 2 * iteration, "reward_mean": reward, "reward/math": reward / 2,
+                                 "note": "text is skipped", "entropy": None})
+    sinks.publish(paths, stage, cfg)
+
+
+def checkpoint(paths: RunPaths, stage: str, step: int, final: bool = False) -> None:
+    Manifest(paths).set_stage(stage, step=step, **({"status": "final"} if final else {}))
+
+
+def simulate_kill_and_resume(paths: RunPaths, stage: str, ckpt_step: int) -> None:
+    """The process dies without closing its sinks; the restart truncates metrics.jsonl past the checkpoint."""
+    sinks._open_sinks.clear()
+    keep = [r for r in read_jsonl(paths.metrics) if r["stage"] != stage or r["step"] <= ckpt_step]
+    write_text(paths.metrics, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+@pytest.fixture(autouse=True)
+def _close_sinks():
+    yield
+    sinks.close_all()
+
+
+def test_jsonl_only_writes_nothing_else(tmp_path) -> None:
+    paths = RunPaths(tmp_path)
+    log(paths, "math_rl", LoggingConfig(), 1, 0.5)
+    assert not (tmp_path / "tb").exists() and not (tmp_path / "wandb").exists()
+
+
+def test_tensorboard_live_and_after_kill(tmp_path) -> None:
+    paths = RunPaths(tmp_path)
+    cfg = LoggingConfig(sinks=["jsonl", "tensorboard"])
+    for it in range(1, 6):
+        log(paths, "math_rl", cfg, it, 0.1 * it)
+    assert same_points(tb_scalars(paths, "math_rl", "reward_mean"), [(i, 0.1 * i) for i in range(1, 6)])
+    assert same_points(tb_scalars(paths, "math_rl", "reward/math"), [(i, 0.05 * i) for i in range(1, 6)])
+    simulate_kill_and_resume(paths, "math_rl", ckpt_step=4)  # iterations 3..5 are redone with other values
+    for it in range(3, 8):
+        log(paths, "math_rl", cfg, it, 1.0 + it)
+    got = tb_scalars(paths, "math_rl", "reward_mean")
+    assert [s for s, _ in got] == list(range(1, 8)), "a duplicate or missing point"
+    assert same_points(got, [(1, 0.1), (2, 0.2)] + [(i, 1.0 + i) for i in range(3, 8)])
+
+
+def test_tensorboard_kill_after_write_before_bookkeeping(tmp_path) -> None:
+    """Points written but not yet recorded in written.json are purged by the next writer, not doubled."""
+    paths = RunPaths(tmp_path)
+    cfg = LoggingConfig(sinks=["tensorboard"])
+    for it in range(1, 4):
+        log(paths, "sft", cfg, it, float(it))
+    state = sinks.tb_dir(paths, "sft") / "written.json"
+    kept = json.loads(state.read_text())
+    log(paths, "sft", cfg, 4, 4.0)
+    write_text(state, json.dumps(kept))  # as if killed between the flush and the state file
+    sinks._open_sinks.clear()
+    log(paths, "sft", cfg, 5, 5.0)
+    assert same_points(tb_scalars(paths, "sft", "reward_mean"), [(i, float(i)) for i in range(1, 6)])
+
+
+def test_unknown_sink_rejected_by_config() -> None:
+    from mathfirst_hpc.config import ConfigError, load_stage_config
+    with pytest.raises(ConfigError, match="logging.sinks"):
+        load_stage_config("math_rl", "tiny", ["logging.sinks=[jsonl,mlflow]"])
+
+
+def test_wandb_offline_only_checkpointed_points_no_duplicates(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("wandb", reason="the wandb extra is not installed (pip install -e '.[wandb]')")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    paths = RunPaths(tmp_path)
+    cfg = LoggingConfig(sinks=["jsonl", "wandb"])
+    for it in range(1, 4):
+        log(paths, "joint_rl", cfg, it, 0.1 * it)
+    checkpoint(paths, "joint_rl", step=4)  # iterations 1, 2 are covered by a checkpoint
+    sinks.publish(paths, "joint_rl", cfg)
+    log(paths, "joint_rl", cfg, 4, 0.4)
+    sinks.close_all()  # the segment is flushed: what a later process reads back
+    assert [s for s, _ in sinks.wandb_history(paths, "joint_rl")] == [1, 2]
+    simulate_kill_and_resume(paths, "joint_rl", ckpt_step=4)
+    for it in range(3, 6):
+        log(paths, "joint_rl", cfg, it, 1.0 + it)
+    checkpoint(paths, "joint_rl", step=10, final=True)
+    sinks.publish(paths, "joint_rl", cfg)
+    sinks.close_all()
+    history = sinks.wandb_history(paths, "joint_rl")
+    assert [s for s, _ in history] == [1, 2, 3, 4, 5]
+    assert [v["reward_mean"] for _, v in history] == pytest.approx([0.1, 0.2, 4.0, 5.0, 6.0])
+    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 2  # one segment per process

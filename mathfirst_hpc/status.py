@@ -7,13 +7,23 @@ on each stage's final and latest checkpoint: a final checkpoint that fails it is
 ``final``. ``status --verify`` (``verify_run``) hashes every file of every checkpoint against its meta.json and
 every shard the manifest records against its sha256; it reads the whole run dir, so it takes as long as reading
 that many bytes. Files being rewritten while it runs (a live run's newest shard) can show up as bad.
+
+Live progress (``progress`` in each stage, from metrics.jsonl and the stage's resolved config): iteration (RL) or
+step (SFT) out of the total, the latest reward and accuracy per domain, kept-group fraction, the fraction of
+responses whose verifier failed (``error``) or found no answer (``unparseable``), seconds per iteration over the
+last ``ETA_WINDOW`` lines and an ETA from it. ``jobs_by_state`` counts the Slurm jobs per state.
+``status --watch`` (``watch``) redraws that on one screen every ``--interval`` seconds until Ctrl-C.
+The ETA assumes the remaining iterations take as long as the recent ones (and ignores queue waits to come).
 """
 
 from __future__ import annotations
 
+import sys
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from . import STAGES
 from .atomic import read_jsonl
@@ -50,13 +60,61 @@ def collect_status(run_dir: str | Path) -> dict[str, Any]:
                                      if k in ("reward_mean", "accuracy", "loss", "kept_group_fraction",
                                               "response_len_mean", "step", "iteration")}
         entry["configured"] = paths.stage_config(stage).exists()
+        entry["progress"] = stage_progress(paths, stage, entry, [m for m in metrics if m.get("stage") == stage])
         _add_health(paths, stage, entry)
         stages[stage] = entry
     jobs = manifest.get("jobs", {})
     states = _slurm_states(list(jobs))
-    return {"run_dir": str(paths.root), "stages": stages,
-            "jobs": {j: {**info, "state": states.get(j, "unknown")} for j, info in jobs.items()},
-            "shards": len(manifest.get("shards", {}))}
+    jobs_info = {j: {**info, "state": states.get(j, "unknown")} for j, info in jobs.items()}
+    return {"run_dir": str(paths.root), "stages": stages, "jobs": jobs_info,
+            "jobs_by_state": dict(sorted(Counter(j["state"] for j in jobs_info.values()).items())),
+            "shards": len(manifest.get("shards", {})), "time_unix": time.time()}
+
+
+ETA_WINDOW = 5
+"""Metric lines (iterations or SFT steps) whose spacing in time gives the recent seconds per iteration."""
+
+
+def _stage_total(paths: RunPaths, stage: str) -> tuple[int | None, dict[str, Any]]:
+    """The stage's total iterations/steps and its rollout settings, from its resolved config (None: none yet)."""
+    from .config import load_resolved
+    from .errors import MathfirstError
+    if not paths.stage_config(stage).exists():
+        return None, {}
+    try:
+        cfg = load_resolved(paths.stage_config(stage))
+    except MathfirstError:
+        return None, {}
+    rollout = getattr(cfg, "rollout", None)
+    if rollout is None:  # SFT
+        return cfg.steps, {}
+    return cfg.steps, {"responses_per_gen_batch": rollout.prompts_per_batch * rollout.n_per_prompt}
+
+
+def stage_progress(paths: RunPaths, stage: str, entry: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Where a stage stands from its metric lines: done/total, per-domain reward and accuracy, kept and error
+    fractions of the latest iteration, recent seconds per iteration and the ETA (None where unknown)."""
+    total, rollout = _stage_total(paths, stage)
+    last = rows[-1] if rows else {}
+    done = int(last.get("iteration", last.get("step", 0))) if last else int(entry.get("iteration") or
+                                                                            entry.get("step") or 0)
+    if entry.get("status") == "final" and total is not None:
+        done = total
+    domains = sorted({k.split("/", 1)[1] for k in last if k.startswith(("reward_mean/", "accuracy/"))})
+    responses = rollout.get("responses_per_gen_batch", 0) * int(last.get("gen_batches") or 0)
+    fraction = (lambda key: last[key] / responses if responses and key in last else None)  # noqa: E731
+    times = [float(r["time_unix"]) for r in rows[-(ETA_WINDOW + 1):] if "time_unix" in r]
+    per_iter = (times[-1] - times[0]) / (len(times) - 1) if len(times) >= 2 else None
+    remaining = max(total - done, 0) if total is not None else None
+    return {"done": done, "total": total, "unit": "iteration" if "iteration" in last or rollout else "step",
+            "per_domain": {d: {"reward": last.get(f"reward_mean/{d}"), "accuracy": last.get(f"accuracy/{d}")}
+                           for d in domains},
+            "reward": last.get("reward_mean"), "accuracy": last.get("accuracy"), "loss": last.get("loss"),
+            "kept_group_fraction": last.get("kept_group_fraction"),
+            "error_fraction": fraction("verifier_errors"), "unparseable_fraction": fraction("unparseable"),
+            "seconds_per_iteration": per_iter,
+            "eta_s": per_iter * remaining if per_iter is not None and remaining is not None else None,
+            "last_update_unix": last.get("time_unix")}
 
 
 def _add_health(paths: RunPaths, stage: str, entry: dict[str, Any]) -> None:
@@ -96,6 +154,73 @@ def format_status(info: dict[str, Any]) -> str:
         for job_id, job in info["jobs"].items():
             lines.append(f"{job_id:<14} {job.get('kind', '-'):<9} {job.get('stage', '-'):<9} {job['state']}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# status --watch
+# ---------------------------------------------------------------------------------------------------------------
+
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def _num(value: Any, spec: str = ".3f") -> str:
+    return format(value, spec) if isinstance(value, (int, float)) else "-"
+
+
+def format_live(info: dict[str, Any], interval_s: float | None = None) -> str:
+    """One screen: per stage progress, ETA, reward/accuracy, kept and error fractions; per-domain rewards of the
+    running (else latest) RL stage; Slurm jobs by state."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(info.get("time_unix", time.time())))
+    every = f", every {interval_s:g} s; Ctrl-C to quit" if interval_s else ""
+    lines = [f"{info['run_dir']}  ({stamp}{every})", "",
+             f"{'stage':<9} {'status':<9} {'progress':>15} {'s/iter':>7} {'ETA':>7} {'reward':>7} {'acc':>6} "
+             f"{'kept':>5} {'err':>5} {'unpars':>6}"]
+    for stage, entry in info["stages"].items():
+        p = entry.get("progress", {})
+        progress = f"{p.get('done', 0)}/{p.get('total') if p.get('total') is not None else '?'} {p.get('unit', '')}"
+        eta = _duration(p.get("eta_s")) if entry.get("status") not in ("final", "pending") else "-"
+        lines.append(f"{stage:<9} {entry.get('status', '-'):<9} {progress:>15} "
+                     f"{_num(p.get('seconds_per_iteration'), '.1f'):>7} {eta:>7} {_num(p.get('reward')):>7} "
+                     f"{_num(p.get('accuracy')):>6} {_num(p.get('kept_group_fraction'), '.2f'):>5} "
+                     f"{_num(p.get('error_fraction'), '.2f'):>5} {_num(p.get('unparseable_fraction'), '.2f'):>6}")
+    for stage, entry in info["stages"].items():
+        domains = entry.get("progress", {}).get("per_domain", {})
+        if domains:
+            lines += ["", f"{stage}, latest iteration:  " + "   ".join(
+                f"{d} {_num(v['reward'], '.2f')}/{_num(v['accuracy'], '.2f')}" for d, v in domains.items())
+                + "   (reward/accuracy)"]
+    by_state = info.get("jobs_by_state", {})
+    lines += ["", "Slurm jobs: " + (", ".join(f"{state} {n}" for state, n in by_state.items()) or "none")]
+    damaged = sum(len(entry.get("damaged_files", [])) for entry in info["stages"].values())
+    if damaged:
+        lines.append(f"{damaged} damaged checkpoint file(s): run `mathfirst-hpc status RUN_DIR` for the list")
+    return "\n".join(lines)
+
+
+def watch(run_dir: str | Path, interval_s: float = 5.0, count: int | None = None, out: TextIO | None = None) -> int:
+    """Redraw ``format_live`` every ``interval_s`` until Ctrl-C (or ``count`` redraws, for tests). Returns the
+    number of redraws."""
+    out = out if out is not None else sys.stdout
+    drawn = 0
+    try:
+        while count is None or drawn < count:
+            if drawn:
+                time.sleep(interval_s)
+            screen = format_live(collect_status(run_dir), interval_s)
+            out.write((CLEAR_SCREEN if out.isatty() else "") + screen + "\n")
+            out.flush()
+            drawn += 1
+    except KeyboardInterrupt:
+        out.write("\n")
+    return drawn
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -65,13 +65,20 @@ def submit(target: str, run_dir: str, profile: str, preset: str, init_from: str 
 
 @click.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the status as JSON (with each stage's progress, ETA and per-domain rewards).")
 @click.option("--verify", is_flag=True,
               help="Also hash every checkpoint file and every recorded shard against its checksum; exit 1 if any "
                    "is bad.")
-def status(run_dir: str, as_json: bool, verify: bool) -> None:
-    """Show a run dir's stages, checkpoints, jobs and latest rewards.
+@click.option("--watch", is_flag=True, help="Redraw a live view on one screen until Ctrl-C.")
+@click.option("--interval", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds between --watch redraws.")
+@click.option("--count", type=click.IntRange(min=1), default=None, hidden=True, help="Stop after N redraws (tests).")
+def status(run_dir: str, as_json: bool, verify: bool, watch: bool, interval: float, count: int | None) -> None:
+    """Show a run dir's stages, progress, checkpoints, jobs and latest rewards.
 
+    With --watch, redraw every --interval seconds: each stage's iteration out of its total, ETA from the recent
+    iteration times, reward and accuracy (per domain too), kept-group and error fractions, Slurm jobs by state.
     With --verify, every checkpoint file is hashed against its meta.json and every shard against the manifest.
     Each bad file is one line on stdout, "bad: PATH: REASON" (PATH relative to RUN_DIR), after the status and
     before a summary line; the exit code is 1 when any file is bad (2 for a usage error, 0 when all match).
@@ -80,7 +87,14 @@ def status(run_dir: str, as_json: bool, verify: bool) -> None:
     from pathlib import Path
 
     from ..status import collect_status, format_status, format_verification, verify_run
+    from ..status import watch as watch_status
 
+    if watch:
+        if as_json or verify:
+            raise click.UsageError("--watch shows the live view; use --json or --verify without it")
+        collect_status(run_dir)  # a wrong run dir fails once, as a one-line error
+        watch_status(run_dir, interval, count)
+        return
     info = collect_status(run_dir)
     result = verify_run(run_dir) if verify else None
     if as_json:

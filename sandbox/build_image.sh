@@ -13,7 +13,8 @@
 #    with pip so that the build itself needs no PyPI (python3, bubblewrap, g++ come from Debian's mirror).
 #
 # Idempotent: a second run reuses the base image and podman's layer cache (seconds). Prints the time of each
-# step. Settings: MFSBX_IMAGE, MFSBX_BASE_IMAGE, MFSBX_MIRROR, MFSBX_BUILD_CACHE (rootfs scratch folder).
+# step. Settings: MFSBX_IMAGE, MFSBX_BASE_IMAGE, MFSBX_MIRROR, MFSBX_BUILD_CACHE (rootfs scratch folder and the
+# logs of the last debootstrap and podman build).
 # Run the result with mathfirst_hpc.sandbox.container (tests: pytest -m container) or by hand, see Dockerfile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -64,7 +65,7 @@ if [[ "${MFSBX_REBUILD_BASE:-0}" == 1 ]] || ! "${podman[@]}" image exists "$base
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
   echo "debootstrap: $(seconds_since "$t0") s"
   t0=$(date +%s)
-  tar -C "$rootfs" -c . | "${podman[@]}" import --message "debootstrap minbase bookworm ($mirror)" - "$base" >/dev/null
+  tar -C "$rootfs" -c . | "${podman[@]}" import --quiet --message "debootstrap minbase bookworm ($mirror)" - "$base" >/dev/null
   rm -rf "$rootfs"
   echo "podman import: $(seconds_since "$t0") s -> $base"
 else
@@ -72,6 +73,7 @@ else
 fi
 
 # --- 3. the sandbox layer ---------------------------------------------------------------------------------------
+mkdir -p "$cache"
 context="$(mktemp -d /var/tmp/mfsbx-context.XXXXXX)"
 trap 'rm -rf "$context"' EXIT
 cp pyproject.toml README.md "$context/"
@@ -87,6 +89,6 @@ echo "wheels: $(seconds_since "$t0") s ($(ls "$context/sandbox/wheels" | wc -l) 
 t0=$(date +%s)
 # --network host: the build's apt-get reaches the Debian mirror the way this host does.
 "${podman[@]}" build --network host --build-arg BASE_IMAGE="$base" -f "$context/sandbox/Dockerfile" -t "$image" \
-  "$context" >"$context/build.log" 2>&1 || { tail -n 30 "$context/build.log" >&2; exit 1; }
+  "$context" >"$cache/build.log" 2>&1 || { tail -n 30 "$cache/build.log" >&2; exit 1; }
 echo "podman build: $(seconds_since "$t0") s -> $image ($("${podman[@]}" image inspect --format '{{.Size}}' "$image" \
   | awk '{printf "%.0f MB", $1 / 1e6}'))"

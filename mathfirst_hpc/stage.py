@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import checkpoint as ckpt
+from . import sinks
 from .atomic import append_jsonl, atomic_dir, read_jsonl, write_text
 from .config import StageConfig, dump_yaml, load_resolved, load_stage_config, to_dict
 from .errors import RunDirError
@@ -235,6 +236,7 @@ def save_stage_checkpoint(ctx: StageContext, backend: LearnerBackend, state: dic
         if final:
             entry.update(status="final", final_checkpoint=rel)
         ctx.manifest.set_stage(ctx.stage, **entry)
+        sinks.publish(ctx.paths, ctx.stage, ctx.cfg.logging)  # W&B gets the lines this checkpoint covers
     barrier()
     ctx.timings["last_save_s"] = time.perf_counter() - start
     return target
@@ -268,6 +270,7 @@ def _truncate_metrics(ctx: StageContext, step: int) -> None:
 def log_metrics(ctx: StageContext, record: dict[str, Any]) -> None:
     if ctx.rank == 0:
         append_jsonl(ctx.paths.metrics, {"stage": ctx.stage, "time_unix": time.time(), **record})
+        sinks.publish(ctx.paths, ctx.stage, ctx.cfg.logging)  # TensorBoard / W&B replay metrics.jsonl
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ def _cases(listen_port: int, host_dir: Path) -> dict[str, Case]:
             """), {"runtime_error"}),
         "write_outside_tmp": Case(py(f"""
             for path in [{str(host_dir / 'escape.txt')!r}, "/usr/escape", "/sandbox/escape", "/escape",
-                         "/etc/escape", "/dev/escape"]:
+                         "/etc/escape", "/dev/escape", "/sandbox/build/escape", "/proc/escape"]:
                 try:
                     open(path, "w").write("x")
                     print("WROTE", path)
@@ -114,6 +114,21 @@ def _cases(listen_port: int, host_dir: Path) -> dict[str, Case]:
             subprocess.Popen(["sleep", "{ORPHAN_MARK}"], start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             print("left a child behind")
+            """), {"ok"}),
+        "attack_the_launcher": Case(py("""
+            import os, signal
+            for path in ["/proc/1/environ", "/proc/1/mem"]:
+                try:
+                    open(path, "rb").read(1)
+                    print("READ", path)
+                except OSError:
+                    pass
+            for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGSTOP):
+                try:
+                    os.kill(1, sig)
+                except OSError:
+                    pass
+            print("init alive", os.path.exists("/proc/1"))
             """), {"ok"}),
         "stdin_echo": Case(py("""
             import sys
@@ -263,6 +278,12 @@ def test_orphaned_background_child_does_not_outlive_the_job(outcome) -> None:
         except OSError:
             continue
     assert survivors == []
+
+
+def test_the_namespace_init_can_be_neither_read_nor_signalled(outcome) -> None:
+    case = _check(outcome, "attack_the_launcher")
+    for result in case.results.values():
+        assert "READ" not in result["stdout"] and "init alive True" in result["stdout"]
 
 
 def test_stdin_is_delivered(outcome) -> None:

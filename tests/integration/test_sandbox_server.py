@@ -124,6 +124,27 @@ def test_full_queue_gets_429_with_retry_after_and_the_client_waits_it_out() -> N
         assert _get(f"{url}/metrics")["rejected_429"] >= 5
 
 
+def test_nothing_of_a_job_survives_into_the_next_one_on_the_same_worker() -> None:
+    """One worker's jobs share its long-lived sandbox (the zygote): files in /tmp and /dev/shm, SysV IPC and
+    background processes of one job must be gone when the next starts."""
+    leave = ("import os, subprocess, sys\n"
+             "open('/tmp/leak', 'w').write('x'); open('/dev/shm/leak', 'w').write('x')\n"
+             "import ctypes; libc = ctypes.CDLL(None); print(libc.shmget(0x4d46, 4096, 0o1666))\n"
+             "subprocess.Popen(['sleep', '987.5'], start_new_session=True, stdout=subprocess.DEVNULL,"
+             " stderr=subprocess.DEVNULL)\n")
+    look = ("import os, ctypes\n"
+            "print(sorted(os.listdir('/tmp')), sorted(os.listdir('/dev/shm')))\n"
+            "print(ctypes.CDLL(None).shmget(0x4d46, 0, 0))\n"
+            "print([open(f'/proc/{p}/cmdline','rb').read() for p in os.listdir('/proc') if p.isdigit()])\n")
+    with start_local_server(1, "bwrap", shutdown_linger_s=0.2) as (url, _stop):
+        first, second = SandboxClient(url).run_batch_sync([ExecJob(code=leave), ExecJob(code=look)])
+    assert first.status == "ok" and int(first.stdout) >= 0, first  # the segment was created
+    listing, segment, processes = second.stdout.splitlines()
+    assert listing == "[] []"
+    assert int(segment) == -1  # no such segment: a fresh ipc namespace
+    assert "987.5" not in processes, processes
+
+
 def test_a_broken_sandbox_is_reported_not_scored_never_wrong() -> None:
     handle = start_local_server(1, "bwrap", shutdown_linger_s=0.2)
     with handle as (url, _stop):

@@ -102,13 +102,19 @@ def run_forced_judge(args: argparse.Namespace, traces: list[S.LabelledTrace], pa
     for trace in traces:
         prompt = tok.apply_chat_template([{"role": "user", "content": S.judge_prompt(trace.text)}],
                                          add_generation_prompt=True, tokenize=False)
-        reply, probs = "", {}
+        # one prefill of the prompt, then only the few reply tokens per skill (KV cache)
+        piece, cache, probs = prompt, None, {}
         for skill in S.SKILLS:
-            ids = tok(prompt + reply + f"{skill}:", add_special_tokens=False, return_tensors="pt").input_ids
+            ids = tok(piece + f"{skill}:", add_special_tokens=False, return_tensors="pt").input_ids
             with torch.no_grad():
-                logits = model(ids).logits[0, -1]
-            probs[skill] = torch.softmax(logits[[yes_id, no_id]], dim=0)[0].item()
-            reply += f"{skill}: {'yes' if probs[skill] > 0.5 else 'no'}\n"
+                out = model(input_ids=ids, past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            probs[skill] = torch.softmax(out.logits[0, -1, [yes_id, no_id]], dim=0)[0].item()
+            answer_id = yes_id if probs[skill] > 0.5 else no_id
+            with torch.no_grad():
+                cache = model(input_ids=torch.tensor([[answer_id]]), past_key_values=cache,
+                              use_cache=True).past_key_values
+            piece = "\n"
         p_yes.append(probs)
     judge_s = time.perf_counter() - start
     labels = [{s: p[s] > 0.5 for s in S.SKILLS} for p in p_yes]

@@ -559,7 +559,10 @@ class LabelledTrace:
 
 
 def read_labelled_traces(path: Path | str) -> list[LabelledTrace]:
-    """Traces from a JSONL file (``id``, ``domain``, ``style``, ``skills``, ``text`` per line); DataError if malformed."""
+    """Traces from a JSONL file (``id``, ``domain``, ``style``, ``skills``, ``text`` per line).
+
+    A missing file, a malformed line, an unknown skill or an empty text raises DataError.
+    """
     from ..errors import DataError
 
     path = Path(path)

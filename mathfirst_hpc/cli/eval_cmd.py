@@ -1,4 +1,4 @@
-"""``mathfirst-hpc eval``, ``analyze skills``, ``analyze skills-eval`` and ``report``: parse, call one library function, print."""
+"""``mathfirst-hpc eval``, ``analyze skills[-eval]`` and ``report``: parse, call one library function, print."""
 
 from __future__ import annotations
 

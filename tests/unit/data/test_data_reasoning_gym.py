@@ -94,3 +94,23 @@ def test_bad_generators_are_one_clear_error(override: str, message: str) -> None
     with pytest.raises(DataError) as exc:
         generated_problems(cfg.data, "math", 4, 0)
     assert message in exc.value.one_line()
+
+
+@pytest.mark.parametrize("name", ["chain_sum", "basic_arithmetic", "gsm_symbolic", "knights_knaves"])
+def test_our_verifier_agrees_with_reasoning_gym_on_references_and_wrong_answers(name: str) -> None:
+    """bench/rg_agreement.py in small: every reference is accepted and every wrong value rejected by our verifier,
+    and by reasoning-gym's scorer except its documented gsm_symbolic sign slip (its regex drops a leading '-')."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("rg_agreement", Path(__file__).parents[3] / "bench" / "rg_agreement.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["rg_agreement"] = module
+    spec.loader.exec_module(module)
+    domain, config = {**module.PRESET_GENERATORS, **module.OTHER_GENERATORS}[name]
+    c = module.compare(name, domain, config, entries=12)["counts"]
+    assert c["ref/ours"] == c["ref/theirs"] == c["ref/pairs"]
+    assert c["wrong/ours"] == 0
+    if name != "gsm_symbolic":
+        assert c["wrong/theirs"] == 0

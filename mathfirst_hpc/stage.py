@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from . import checkpoint as ckpt
-from . import sinks
+from . import modelcard, sinks
 from .atomic import append_jsonl, atomic_dir, read_jsonl, write_text
 from .config import StageConfig, dump_yaml, load_resolved, load_stage_config, to_dict
 from .errors import RunDirError
@@ -237,6 +237,7 @@ def save_stage_checkpoint(ctx: StageContext, backend: LearnerBackend, state: dic
             entry.update(status="final", final_checkpoint=rel)
         ctx.manifest.set_stage(ctx.stage, **entry)
         sinks.publish(ctx.paths, ctx.stage, ctx.cfg.logging)  # W&B gets the lines this checkpoint covers
+        modelcard.write_card(ctx.paths, target)  # hf/README.md, not in meta.json: eval may rewrite it
     barrier()
     ctx.timings["last_save_s"] = time.perf_counter() - start
     return target

@@ -53,6 +53,7 @@ from ..config import RewardConfig
 from ..data.base import Problem
 from ..errors import ConfigError, RunDirError
 from ..launch.jobbase import MathfirstJob
+from ..modelcard import refresh_cards
 from ..rollout.base import RolloutEngine, SamplingParams
 from . import passk
 from .benchmarks import BENCHMARKS, load_benchmark, resolve_benchmarks
@@ -605,7 +606,10 @@ def evaluate(cfg: EvalConfig, out: Path | str, checkpoints: Sequence[str] = (), 
         raise ConfigError(f"two checkpoints share a label ({', '.join(labels)})", hint="use LABEL=PATH")
     paths = EvalPaths(out)
     summaries = [evaluate_target(paths, t, cfg, profile, engine_factory, scorer, progress) for t in targets]
-    return write_comparison(paths, summaries)
+    table = write_comparison(paths, summaries)
+    if run_dir:
+        refresh_cards(run_dir)  # the final checkpoints' model cards get RUN_DIR/eval/comparison.json
+    return table
 
 
 def checkpoint_target(text: str) -> EvalTarget:

@@ -31,6 +31,7 @@ from .. import STAGES
 from ..atomic import read_jsonl, write_json, write_text
 from ..data.base import Problem
 from ..errors import RunDirError
+from ..modelcard import refresh_cards
 
 Progress = Callable[[str], None]
 GREEDY_TOP_P = 1e-9
@@ -194,6 +195,7 @@ def evaluate_heldout(run_dir: Path | str, samples: int = 1, size: int | None = N
     decoding = "greedy" if samples == 1 else f"pass@1 averaged over {samples} samples at T={temperature}"
     write_json(paths.eval_dir / "heldout.json", table)
     write_json(paths.eval_dir / "heldout_detail.json", {"decoding": decoding, "stages": detail})
+    refresh_cards(run_dir)  # the final checkpoints' model cards get the new table
     return table
 
 

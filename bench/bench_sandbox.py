@@ -17,6 +17,10 @@ What each side does per program (printed with the result):
 The sides alternate within one run (round r runs a slice of the programs on one side and then the same slice
 on the other, the order flipping every round), so load drift from other processes hits both alike; the
 headline is total sandbox throughput over total plain throughput, and the per-round ratios show the spread.
+
+As root on a cgroup-v1 host, the CPU time each side consumes (this process, the server thread, the sandboxes
+and the programs: a cpuacct cgroup of its own) is printed too: on a busy machine throughput ratios swing with
+the neighbours' load, while CPU per execution says what the sandbox costs on top of the program itself.
 """
 
 from __future__ import annotations
@@ -77,6 +81,35 @@ def sandboxed(progs: list[tuple[str, str]], client: SandboxClient) -> float:
     return elapsed_s
 
 
+class CpuAccount:
+    """CPU seconds used by this process and all its descendants (a cgroup-v1 cpuacct group), or None."""
+
+    ROOT = Path("/sys/fs/cgroup/cpuacct")
+
+    def __init__(self) -> None:
+        self.group: Path | None = None
+        try:
+            group = self.ROOT / f"mathfirst-bench-{os.getpid()}"
+            group.mkdir(exist_ok=True)
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+            self.group = group
+        except OSError:
+            pass
+
+    def seconds(self) -> float | None:
+        return int((self.group / "cpuacct.usage").read_text()) / 1e9 if self.group else None
+
+    def close(self) -> None:
+        if self.group is not None:
+            (self.ROOT / "cgroup.procs").write_text(str(os.getpid()))
+            for _ in range(50):  # the group empties once the last child has been reaped
+                try:
+                    self.group.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+
 def describe(workers: int, isolation: str) -> str:
     python = SandboxConfig().python
     sandbox = (f"sandbox: HTTP batch -> {workers} workers; per program: {isolation} "
@@ -100,7 +133,9 @@ def main() -> None:
     progs = programs(args.n)
     load_start = os.getloadavg()
     totals = {"sandbox": 0.0, "plain": 0.0}
+    cpu_s = {"sandbox": 0.0, "plain": 0.0}
     ratios = []
+    account = CpuAccount()
     with start_local_server(args.workers, args.isolation, shutdown_linger_s=0.2) as (url, _stop), \
             tempfile.TemporaryDirectory() as folder:
         client = SandboxClient(url, timeout_s=120)
@@ -110,10 +145,14 @@ def main() -> None:
             part = progs[r * args.n // args.rounds:(r + 1) * args.n // args.rounds]
             seconds = {}
             for side in (("sandbox", "plain") if r % 2 == 0 else ("plain", "sandbox")):
+                cpu_before = account.seconds()
                 seconds[side] = (sandboxed(part, client) if side == "sandbox"
                                  else plain(part, args.workers, Path(folder)))
                 totals[side] += seconds[side]
+                if cpu_before is not None:
+                    cpu_s[side] += account.seconds() - cpu_before
             ratios.append(seconds["plain"] / seconds["sandbox"])
+    account.close()
     rate = {side: args.n / s for side, s in totals.items()}
     load_end = os.getloadavg()
     print(describe(args.workers, args.isolation))
@@ -124,6 +163,11 @@ def main() -> None:
     print(f"ratio sandbox/plain: {rate['sandbox'] / rate['plain']:.2f}x   per round: "
           + " ".join(f"{x:.2f}" for x in ratios)
           + f"   (min {min(ratios):.2f}, median {statistics.median(ratios):.2f}, max {max(ratios):.2f})")
+    if account.group is not None:
+        per_exec_ms = {side: cpu_s[side] / args.n * 1e3 for side in cpu_s}
+        print(f"CPU per execution (all processes of each side): sandbox {per_exec_ms['sandbox']:.2f} ms, "
+              f"plain {per_exec_ms['plain']:.2f} ms; ratio plain/sandbox "
+              f"{per_exec_ms['plain'] / per_exec_ms['sandbox']:.2f}x (the throughput ratio when CPU-bound)")
 
 
 if __name__ == "__main__":

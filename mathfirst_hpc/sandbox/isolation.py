@@ -345,9 +345,11 @@ class BwrapIsolation(Isolation):
 
     def release_job_dir(self, job_dir: JobDir) -> None:
         _empty(job_dir.host)
-        os.chmod(job_dir.host / BUILD_DIR, 0o755)
-        if os.stat(job_dir.host / BUILD_DIR).st_uid != os.geteuid():
-            os.chown(job_dir.host / BUILD_DIR, os.geteuid(), os.getegid())
+        build = job_dir.host / BUILD_DIR
+        info = os.stat(build)
+        if info.st_uid != os.geteuid() or info.st_mode & 0o777 != 0o755:  # it was made writable for a compile
+            os.chown(build, os.geteuid(), os.getegid())
+            os.chmod(build, 0o755)
 
     def make_writable(self, slot: Slot, job_dir: JobDir, name: str) -> str:
         if name != BUILD_DIR:
@@ -493,7 +495,8 @@ class Zygote:
             raw.exit_code = answer["exit"]
             if answer.get("setup_error"):
                 raw.sandbox_failure = f"the sandbox did not start: {answer['setup_error']}"
-            await asyncio.wait({out.done, err.done}, timeout=2.0)
+            if not (out.done.done() and err.done.done()):
+                await asyncio.wait({out.done, err.done}, timeout=2.0)
         except asyncio.CancelledError:
             raw.cancelled = True
             kill()

@@ -8,12 +8,14 @@ Layout::
       metrics.jsonl                 one JSON line per optimizer step / iteration, with "stage"
       config/<stage>.yaml           the resolved config of each stage (resume reads it)
       tokenizer/                    the tokenizer trained for the run (tiny preset) or copied from the model
-      logs/                         driver and learner logs; submitit job folders under logs/submitit/
+      launch.json                   how the run was submitted (``records.LaunchRecord``)
+      logs/                         driver and learner logs; submitit job folders logs/submitit/<stage>/<job id>/
       rollouts/<stage>/iter_000007/gen_01_problems.json   prompts of generation batch 1 (the plan rollout tasks read)
       rollouts/<stage>/iter_000007/shard_1003.h5         generation batch 1, shard 3 (``gen_shard``)
       rollouts/<stage>/iter_000007/kept.h5               the groups dynamic sampling kept (the learner reads it)
       rollouts/<stage>/iter_000007/driver.json           the iteration is collected (``records.DriverRecord``)
-      checkpoints/<stage>/step_000012/   model, optimizer, cursor, RNG; complete once manifest.json is inside
+      checkpoints/<stage>/step_000012/   model, optimizer, cursor, RNG, position; complete once meta.json is inside
+      engine/<stage>/               HF weights a colocated vLLM engine starts from
       sandbox/address.json          where the stage's sandbox server listens
       eval/                         offline evaluation outputs
       report/                       report.html, report.md and plots
@@ -56,6 +58,10 @@ class RunPaths:
     @property
     def submitit_dir(self) -> Path:
         return self.logs / "submitit"
+
+    def job_logs(self, group: str) -> Path:
+        """submitit folder of a stage's (or ``eval``'s) jobs; ``%j`` is the job id, filled in by submitit."""
+        return self.submitit_dir / group / "%j"
 
     @property
     def sandbox_address(self) -> Path:

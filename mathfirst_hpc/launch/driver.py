@@ -223,7 +223,7 @@ def _dry_run(paths: RunPaths, stages: list[str], profile: ClusterProfile, preset
     for stage in stages:
         cfg = load_stage_config(stage, preset, overrides_for(stage, overrides), check_files=False)
         script = batch_script(job_spec("driver", cfg, profile, name=f"mf-{stage}-driver"),
-                              paths.submitit_dir / stage / "%j")
+                              paths.job_logs(stage))
         out.append(Submitted(stage, None, note=f"# driver batch file\n{script}\n# resolved config\n{dump_yaml(cfg)}"))
     return out
 
@@ -249,7 +249,7 @@ def _submit_chain(paths: RunPaths, stages: list[str], profile: ClusterProfile,
         spec = job_spec("driver", cfg, profile, name=f"mf-{stage}-driver")
         if dependency:
             spec = spec.with_(dependency=f"afterok:{dependency}")
-        folder = paths.submitit_dir / stage / "%j"
+        folder = paths.job_logs(stage)
         job = make_executor("slurm", folder, spec).submit(DriverJob(str(paths.root), stage))
         manifest.record_job(str(job.job_id), JobEntry("driver", stage, {"kind": "driver", "stage": stage}, "slurm",
                                                       str(folder), dependency=dependency))
@@ -280,7 +280,7 @@ def submit_eval(run_dir: str | Path, profile_name: str, overrides: list[str] | N
     spec = job_spec("driver", cfg, profile, name="mf-eval-driver")
     if dependency:
         spec = spec.with_(dependency=f"afterok:{dependency}")
-    folder = paths.submitit_dir / "eval" / "%j"
+    folder = paths.job_logs("eval")
     job = make_executor("slurm", folder, spec).submit(
         EvalJob(str(paths.root), to_dict(eval_cfg), str(resolve_profile_path(profile_name))))
     Manifest(paths).record_job(str(job.job_id), JobEntry("eval", "eval", {"kind": "eval"}, "slurm", str(folder),

@@ -56,7 +56,7 @@ class Launcher:
         return self.profile.executor
 
     def folder(self) -> Path:
-        return self.paths.submitit_dir / self.cfg.stage / "%j"
+        return self.paths.job_logs(self.cfg.stage)
 
     def executor(self, role: Role) -> submitit.Executor:
         spec = job_spec(role, self.cfg, self.profile, name=f"mf-{self.cfg.stage}-{role}")

@@ -74,8 +74,16 @@ def _texts(tokenizer: Any, tokens: Ragged, drop: set[int]) -> list[str]:
         keep = ~np.isin(flat, list(drop))
         flat = flat[keep]
         offsets = np.concatenate([[0], np.cumsum(keep)])[offsets]
-    rows = np.split(flat, offsets[1:-1]) if len(offsets) > 1 else []
-    return tokenizer.batch_decode([r.tolist() for r in rows], skip_special_tokens=False)
+    rows = [r.tolist() for r in np.split(flat, offsets[1:-1])] if len(offsets) > 1 else []
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return tokenizer.batch_decode(rows, skip_special_tokens=False)
+    # the Rust tokenizer's decode_batch: what tokenizer.decode does row by row, without transformers' per-token
+    # type checks (those cost more than the decoding itself)
+    texts = backend.decode_batch(rows, skip_special_tokens=False)
+    if getattr(tokenizer, "clean_up_tokenization_spaces", False):
+        texts = [tokenizer.clean_up_tokenization(t) for t in texts]
+    return texts
 
 
 def _kept_ids(paths: RunPaths, stage: str, iteration: int, cache: dict[int, set[int]]) -> set[int]:

@@ -106,7 +106,7 @@ def stage_progress(paths: RunPaths, stage: str, entry: dict[str, Any], rows: lis
     times = [float(r["time_unix"]) for r in rows[-(ETA_WINDOW + 1):] if "time_unix" in r]
     per_iter = (times[-1] - times[0]) / (len(times) - 1) if len(times) >= 2 else None
     remaining = max(total - done, 0) if total is not None else None
-    return {"done": done, "total": total, "unit": "iteration" if "iteration" in last or rollout else "step",
+    return {"done": done, "total": total, "unit": "step" if stage == "sft" else "iteration",
             "per_domain": {d: {"reward": last.get(f"reward_mean/{d}"), "accuracy": last.get(f"accuracy/{d}")}
                            for d in domains},
             "reward": last.get("reward_mean"), "accuracy": last.get("accuracy"), "loss": last.get("loss"),

@@ -43,6 +43,29 @@ PLAIN_HEAD_TYPES = frozenset({"llama", "qwen2", "qwen3", "mistral"})
 """HF model types whose CausalLM forward is exactly ``lm_head(model(...))`` (no logit scaling or soft-capping)."""
 
 
+class _TokenLogprob(torch.autograd.Function):
+    """Rows of [N, V] logits -> log_softmax(logits)[target] (differentiable) and the entropy of the softmax
+    (a metric). One [N, V] buffer (the softmax) is made in forward and reused by backward: no full log-softmax
+    tensor, no one-hot buffer for the gather's backward."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        log_z = torch.logsumexp(logits, dim=-1, keepdim=True)
+        probs = (logits - log_z).exp_()
+        logp = (logits.gather(-1, targets[:, None]) - log_z).squeeze(-1)
+        entropy = log_z.squeeze(-1) - (probs * logits).sum(-1)  # -sum p log p, with log p = logits - log_z
+        ctx.save_for_backward(probs, targets)
+        ctx.mark_non_differentiable(entropy)
+        return logp, entropy
+
+    @staticmethod
+    def backward(ctx: Any, grad_logp: torch.Tensor, _grad_entropy: torch.Tensor) -> tuple[torch.Tensor, None]:
+        probs, targets = ctx.saved_tensors
+        # d logp / d logits = onehot(target) - softmax
+        grad = probs * -grad_logp[:, None]
+        return grad.scatter_add_(-1, targets[:, None], grad_logp[:, None]), None
+
+
 def masked_token_logprobs(hidden: torch.Tensor, lm_head: torch.nn.Module, input_ids: torch.Tensor,
                           loss_mask: torch.Tensor, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """``token_logprobs`` computed only where ``loss_mask`` is set (0 elsewhere), from the decoder's last hidden
@@ -52,10 +75,7 @@ def masked_token_logprobs(hidden: torch.Tensor, lm_head: torch.nn.Module, input_
     logits = lm_head(hidden[:, :-1][targets_at]).float()  # [N, V], N = loss tokens
     if temperature != 1.0:  # dividing by 1.0 is exact: skip a [N, V] pass
         logits = logits / temperature
-    logp_all = torch.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(-1, input_ids[:, 1:][targets_at][:, None]).squeeze(-1)
-    with torch.no_grad():  # a metric only: kept out of the autograd graph
-        entropy = -(logp_all.exp() * logp_all).sum(-1)
+    logp, entropy = _TokenLogprob.apply(logits, input_ids[:, 1:][targets_at])
     at = torch.cat([torch.zeros_like(targets_at[:, :1]), targets_at], dim=1)
     zeros = torch.zeros((rows, width), dtype=logp.dtype, device=logp.device)
     return zeros.masked_scatter(at, logp), zeros.masked_scatter(at, entropy)

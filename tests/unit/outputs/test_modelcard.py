@@ -80,3 +80,15 @@ def test_benchmark_table_and_known_license(run) -> None:
     assert base_model(paths, [("math_rl", cfg, "")], {"stages": {}})["license"] == "mit"
     card = build_card(paths, "math_rl", 4, final=True)
     assert "## Benchmarks" in card
+
+
+def test_benchmark_eval_of_the_run_refreshes_cards(run) -> None:
+    """``eval --run-dir`` (harness.evaluate) rewrites the final cards with RUN_DIR/eval/comparison.md."""
+    from mathfirst_hpc.eval import harness as H
+    fixtures = Path(__file__).resolve().parents[2] / "fixtures" / "benchmarks"
+    cfg = H.EvalConfig(benchmarks=["math500"], data_dir=str(fixtures), n=1, max_new_tokens=4, chunk_size=2,
+                       limit=2)
+    table = H.evaluate(cfg, RunPaths(run).eval_dir, run_dir=str(run))
+    assert table["checkpoints"] == ["base", "sft", "math_rl"]
+    card = card_of(run, "math_rl")
+    assert "## Benchmarks" in card and "MATH-500" in card and "| benchmark | base | sft | math_rl |" in card

@@ -5,10 +5,11 @@ calls :func:`publish`, which *replays* to each configured sink the lines it has 
 sees a value that metrics.jsonl does not hold, so a requeue or a ``kill -9`` cannot make them disagree:
 
 - TensorBoard (``RUN_DIR/tb/<stage>/``, ``torch.utils.tensorboard``) shows every line at once. It remembers the
-  ``time_unix`` of the last line it flushed in ``tb/<stage>/written.json`` (atomic, after each flush). Lines newer
-  than that are written; each process opens its writer with ``purge_step`` = the first step it writes, so that
-  TensorBoard's reader drops the points a killed process wrote past its last checkpoint (``stage.load_latest``
-  truncated them from metrics.jsonl and the redone steps log them again) or wrote just before dying.
+  ``time_unix`` of the last line it flushed in ``tb/<stage>/written.json`` (renamed into place after each
+  flush). Lines newer than that are written; each process opens its writer with ``purge_step`` = the first
+  step it writes, so that TensorBoard's reader drops the points a killed process wrote past its last checkpoint
+  (``stage.load_latest`` truncated them from metrics.jsonl and the redone steps log them again) or wrote just
+  before dying.
 - W&B (``WANDB_MODE=offline``, ``RUN_DIR/wandb/``, one run per stage with a fixed id, the ``wandb`` extra)
   cannot delete a point, so it only gets the lines a checkpoint covers (step <= the manifest's latest checkpoint
   step, or all of a final stage): those a resume never redoes. What it already holds is read back from its own
@@ -23,9 +24,11 @@ groups under ``reward``); ``stage``, ``time_unix``, ``step`` and ``iteration`` a
 One writer per step: metrics are logged by rank 0 of the process that trains (the colocated run, or the Slurm
 learner job, one at a time); :func:`publish` also holds a file lock per stage. Simplifications: "newer" compares
 ``time_unix`` across processes, so clocks of the nodes that log one stage must agree to well under the time
-between a kill and the restart's first step; metrics.jsonl is re-read at each publish (a few ms for thousands
-of lines); a fallback to an older checkpoint because the newest is damaged can leave W&B with points the
-redone steps log again (TensorBoard purges them).
+between a kill and the restart's first step; a fallback to an older checkpoint because the newest is damaged can
+leave W&B with points the redone steps log again (TensorBoard purges them).
+
+Cost: each publish reads only the lines appended since the previous one (``stage_rows``); a few ms per line with
+TensorBoard (``bench/bench_outputs.py sinks``). With only jsonl configured it returns at once.
 """
 
 from __future__ import annotations
@@ -38,11 +41,11 @@ import re
 import struct
 import time
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from filelock import FileLock
 
-from .atomic import read_jsonl, write_json
+from .atomic import TMP_PREFIX
 from .errors import ConfigError
 from .paths import RunPaths
 
@@ -122,7 +125,7 @@ class TensorBoardSink:
 
     def publish(self, rows: list[dict[str, Any]], committed_step: int | None) -> None:
         since = self._written_time()
-        new = [r for r in rows if float(r.get("time_unix", 0.0)) > since]
+        new = _tail_while(rows, lambda r: float(r.get("time_unix", 0.0)) > since)
         if not new:
             return
         first = x_value(new[0])
@@ -131,7 +134,7 @@ class TensorBoardSink:
         for row in new:
             self.write(x_value(row), scalars(row))
         self.writer.flush()
-        write_json(self.state_file, {"time_unix": new[-1]["time_unix"], "x": self.last_x})
+        _replace_text(self.state_file, json.dumps({"time_unix": new[-1]["time_unix"], "x": self.last_x}))
 
     def _open(self, purge_step: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
@@ -149,6 +152,24 @@ class TensorBoardSink:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def _tail_while(rows: list[dict[str, Any]], newer: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    """The last rows for which ``newer`` holds, in order (a stage's lines are in time and x order, so the scan
+    stops at the first older one instead of reading the whole history at every step)."""
+    start = len(rows)
+    while start > 0 and newer(rows[start - 1]):
+        start -= 1
+    return rows[start:]
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Atomic (temp file + rename) but not fsynced: written.json only has to be a lower bound of what TensorBoard
+    holds. Lost or stale after a crash, the next writer rewrites a few more points (purged first), never a wrong
+    curve; an fsync here would cost more than the rest of a publish."""
+    tmp = path.parent / f"{TMP_PREFIX}{path.name}.{os.getpid()}"
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _after_newest_event_file(folder: Path) -> None:
@@ -181,8 +202,9 @@ class WandbSink:
         if self.last_x is None:  # once per process: what earlier processes' segments already hold
             steps = [step for step, _ in wandb_history(self.paths, self.stage)]
             self.last_x = max(steps, default=-1)
-        new = [r for r in rows if x_value(r) > self.last_x
-               and (committed_step is None or int(r.get("step", 0)) <= committed_step)]
+        last_x = self.last_x
+        new = [r for r in _tail_while(rows, lambda r: x_value(r) > last_x)
+               if committed_step is None or int(r.get("step", 0)) <= committed_step]
         for row in new:
             self.write(x_value(row), scalars(row))
 
@@ -280,6 +302,42 @@ def _committed_step(paths: RunPaths, stage: str) -> int | None:
     return None if entry.get("status") == "final" else int(entry.get("step") or 0)
 
 
+_tails: dict[Path, tuple[int, int, bytes, dict[str, list[dict[str, Any]]]]] = {}
+"""metrics.jsonl path -> (inode, bytes parsed, the last parsed line, its rows by stage): what this process read."""
+
+
+def stage_rows(path: Path, stage: str) -> list[dict[str, Any]]:
+    """The stage's metrics.jsonl lines, in order. Reads only what was appended since the last call; a file
+    replaced since (``stage.load_latest`` truncates it by an atomic rewrite: another inode, or the last line read
+    no longer where it was) is read again in full. A torn last line is left for the next call."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        _tails.pop(path, None)
+        return []
+    inode, offset, last, by_stage = _tails.get(path, (-1, 0, b"", {}))
+    with open(path, "rb") as handle:
+        if inode == stat.st_ino and stat.st_size >= offset:
+            handle.seek(offset - len(last))
+            if handle.read(len(last)) != last:
+                inode = -1
+        if inode != stat.st_ino or stat.st_size < offset:
+            offset, last, by_stage = 0, b"", {}
+            handle.seek(0)
+        data = handle.read()
+    end = data.rfind(b"\n") + 1
+    for line in data[:end].splitlines(keepends=True):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            by_stage.setdefault(str(row.get("stage")), []).append(row)
+        last = line
+    _tails[path] = (stat.st_ino, offset + end, last, by_stage)
+    return by_stage.get(stage, [])
+
+
 def publish(paths: RunPaths, stage: str, cfg: Any) -> None:
     """Replay the stage's metrics.jsonl lines each configured sink has not written yet (``cfg``: LoggingConfig).
     A no-op when only jsonl is configured."""
@@ -288,8 +346,8 @@ def publish(paths: RunPaths, stage: str, cfg: Any) -> None:
         return
     (paths.root / "tb").mkdir(parents=True, exist_ok=True)
     with FileLock(str(paths.root / "tb" / f".{stage}.lock"), timeout=300):
-        rows = [r for r in read_jsonl(paths.metrics) if r.get("stage") == stage]
-        committed = _committed_step(paths, stage)
+        rows = stage_rows(paths.metrics, stage)
+        committed = _committed_step(paths, stage) if "wandb" in names else None
         for name in names:
             key = (paths.root, stage, name)
             if key not in _open_sinks:

@@ -116,3 +116,23 @@ def test_wandb_offline_only_checkpointed_points_no_duplicates(tmp_path, monkeypa
     assert [s for s, _ in history] == [1, 2, 3, 4, 5]
     assert [v["reward_mean"] for _, v in history] == pytest.approx([0.1, 0.2, 4.0, 5.0, 6.0])
     assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 2  # one segment per process
+
+
+def test_stage_rows_reads_appends_incrementally_and_rereads_a_rewritten_file(tmp_path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    assert sinks.stage_rows(path, "sft") == []
+    for step in (1, 2):
+        append_jsonl(path, {"stage": "sft", "step": step})
+    append_jsonl(path, {"stage": "math_rl", "step": 1})
+    assert [r["step"] for r in sinks.stage_rows(path, "sft")] == [1, 2]
+    with open(path, "a") as handle:
+        handle.write('{"stage": "sft", "step": 3}\n{"stage": "sft", "st')  # a torn line being written
+    assert [r["step"] for r in sinks.stage_rows(path, "sft")] == [1, 2, 3]
+    with open(path, "a") as handle:
+        handle.write('ep": 4}\n')
+    assert [r["step"] for r in sinks.stage_rows(path, "sft")] == [1, 2, 3, 4]
+    # truncated by an atomic rewrite (as stage.load_latest does), then longer than before: read again in full
+    write_text(path, "".join(json.dumps({"stage": "sft", "step": s, "redo": True}) + "\n" for s in range(1, 9)))
+    rows = sinks.stage_rows(path, "sft")
+    assert [r["step"] for r in rows] == list(range(1, 9)) and all(r.get("redo") for r in rows)
+    assert sinks.stage_rows(path, "math_rl") == []

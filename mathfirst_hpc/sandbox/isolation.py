@@ -71,6 +71,7 @@ ROOT_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 SANDBOX_ROOT = "/sandbox"
 SHM_SIZE_MB = 16
 BUILD_DIR = "build"
+ZYGOTE_START_TIMEOUT_S = 30.0
 """The one job sub-folder a program may write (C++ build output), only while compiling."""
 ZYGOTE_SOURCE = (Path(__file__).parent / "zygote.py").read_text(encoding="utf-8")
 SANDBOX_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
@@ -440,9 +441,20 @@ class Zygote:
         ours.setblocking(False)
         self.sock = ours
         self.alive = True
-        self._reply: asyncio.Future | None = None
-        asyncio.get_running_loop().add_reader(ours.fileno(), self._on_reply)  # for the zygote's whole life
-        return None
+        loop = asyncio.get_running_loop()
+        ready = self._reply = loop.create_future()
+        loop.add_reader(ours.fileno(), self._on_reply)  # for the zygote's whole life
+        done, _ = await asyncio.wait({ready}, timeout=ZYGOTE_START_TIMEOUT_S)
+        self._reply = None
+        if done and ready.result() == b"ready":
+            return None
+        why = "no answer within %g s" % ZYGOTE_START_TIMEOUT_S if not done else "it exited"
+        detail = ""
+        await self.stop()
+        if self.proc.stderr is not None:
+            with contextlib.suppress(BaseException):
+                detail = (await asyncio.wait_for(self.proc.stderr.read(4096), 2.0)).decode(errors="replace")
+        return f"{why}: {detail.strip()[-300:]}" if detail.strip() else why
 
     async def run(self, spec: dict, stdin: bytes, limits: Limits) -> RawRun:
         raw = RawRun(exit_code=None)
@@ -489,9 +501,9 @@ class Zygote:
                 done, _ = await asyncio.wait({reply}, timeout=5.0)
             if not done:  # the zygote does not answer: end it and everything under it
                 return await self._died(raw, "its launcher did not answer a kill within 5 s", "the sandbox failed")
-            answer = reply.result()
-            if answer is None:
+            if reply.result() is None:
                 return await self._died(raw, "its launcher exited while the job ran", "the sandbox failed")
+            answer = json.loads(reply.result())
             raw.exit_code = answer["exit"]
             if answer.get("setup_error"):
                 raw.sandbox_failure = f"the sandbox did not start: {answer['setup_error']}"
@@ -523,7 +535,7 @@ class Zygote:
             message = b""
         reply = self._reply
         if reply is not None and not reply.done():
-            reply.set_result(json.loads(message) if message else None)
+            reply.set_result(message or None)
         if not message:  # the zygote is gone
             self.alive = False
             self._unwatch()

@@ -9,6 +9,7 @@ size-limited ``/tmp`` and ``/dev/shm``, a new ``/proc``, rlimits, no capabilitie
 
 Protocol on the SOCK_SEQPACKET socket whose fd number is the first argument (one message per packet):
 
+- zygote -> server, once: ``ready`` (the sandbox is built; the server hands it no job before this);
 - server -> zygote: a JSON job ``{"argv", "env", "cwd", "rlimits": {name: value}, "tmp_bytes", "shm_bytes",
   "readonly": [paths]}`` with three fds attached (the program's stdin, stdout, stderr);
 - server -> zygote: ``kill`` (wall clock or output limit): SIGKILL to the job's namespace init;
@@ -209,6 +210,7 @@ def serve(control):
     cap_last()
     gc.disable()  # forked children must not walk (and so copy) the whole heap
     gc.freeze()
+    control.send(b"ready")
     while True:
         message, fds, _, _ = socket.recv_fds(control, 1 << 20, 3)
         reap_finished()

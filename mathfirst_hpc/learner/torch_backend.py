@@ -6,20 +6,28 @@ optimizer step across every micro-batch *and* rank (DAPO's token-mean is over th
 per-rank gradients gives exactly the single-process gradient. Parameters start identical on every rank (same
 seed / broadcast from rank 0).
 
-Training applies the output layer to the loss positions only (``masked_token_logprobs``) for model types whose
-causal-LM head is a plain ``lm_head(hidden)``: in RL rows the prompt (about half of each row) carries no loss, so
-its vocab-sized logits, log-softmax and their backward are pure waste. The gradient is the same (the loss never
-reads the skipped positions). ``forward_logprobs`` still returns every position.
+Training (``train_step``) computes only what the loss reads, for model types whose causal-LM head is a plain
+``lm_head(hidden)``:
+- the output layer, log-softmax and entropy run on the loss positions only (``masked_token_logprobs``): in RL
+  rows the prompt (about half of each row) carries no loss;
+- rows that share their tokens before the first loss token (the G samples of one prompt) run that prefix through
+  the decoder once (``SharedPrefixForward``, Qwen3/Llama): each suffix attends to its group's prefix keys and
+  values, whose gradients add up over the group.
+Both give the plain forward's gradient to float rounding (tests/unit/learner/test_torch_backend.py).
+``forward_logprobs`` still returns every position, through ``model.forward``.
 """
 
 from __future__ import annotations
 
 import math
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from transformers import PreTrainedModel
 
@@ -81,6 +89,142 @@ def masked_token_logprobs(hidden: torch.Tensor, lm_head: torch.nn.Module, input_
     return zeros.masked_scatter(at, logp), zeros.masked_scatter(at, entropy)
 
 
+@dataclass
+class PrefixGroups:
+    """Rows that start with the same tokens before their first loss token (the G samples of one prompt)."""
+
+    group_of_row: torch.Tensor
+    """[B] index of each row's group."""
+    prefix_ids: torch.Tensor
+    """[G, P] each group's prefix, right padded."""
+    prefix_len: torch.Tensor
+    """[G] real prefix tokens."""
+    suffix_ids: torch.Tensor
+    """[B, S] each row's tokens from its first loss token on, right padded."""
+    suffix_start: torch.Tensor
+    """[B] where the suffix starts in the row (= its prefix length)."""
+    suffix_loss: torch.Tensor
+    """[B, S] bool: loss_mask in the suffix layout."""
+
+
+def prefix_groups(batch: TokenBatch, min_saving: float = 0.15) -> PrefixGroups | None:
+    """Group right-padded rows by their prefix before the first loss token; None when that saves less than
+    ``min_saving`` of the token positions (or the batch is packed, has position ids, or a row has no loss)."""
+    attention, loss = batch.attention_mask, batch.loss_mask.bool()
+    if attention.dim() != 2 or batch.position_ids is not None or not bool(loss[:, 1:].any(-1).all()) \
+            or bool(loss[:, 0].any()):
+        return None
+    if not bool((attention[:, 1:] <= attention[:, :-1]).all()):  # right padding only
+        return None
+    lengths = attention.sum(-1).tolist()
+    starts = loss.int().argmax(-1).tolist()
+    ids = batch.input_ids.tolist()
+    keys = [tuple(row[:start]) for row, start in zip(ids, starts)]
+    index = {key: g for g, key in enumerate(dict.fromkeys(keys))}
+    rows, width = batch.input_ids.shape
+    prefix_width = max(len(k) for k in index)
+    suffix_width = max(n - start for n, start in zip(lengths, starts))
+    if len(index) * prefix_width + rows * suffix_width > (1 - min_saving) * rows * width:
+        return None
+    device, pad = batch.input_ids.device, 0
+    prefix_ids = torch.full((len(index), prefix_width), pad, dtype=torch.long)
+    for key, g in index.items():
+        prefix_ids[g, :len(key)] = torch.tensor(key, dtype=torch.long)
+    suffix_ids = torch.full((rows, suffix_width), pad, dtype=torch.long)
+    suffix_loss = torch.zeros((rows, suffix_width), dtype=torch.bool)
+    for row, (n, start) in enumerate(zip(lengths, starts)):
+        suffix_ids[row, :n - start] = batch.input_ids[row, start:n]
+        suffix_loss[row, :n - start] = loss[row, start:n]
+    return PrefixGroups(group_of_row=torch.tensor([index[k] for k in keys], device=device),
+                        prefix_ids=prefix_ids.to(device),
+                        prefix_len=torch.tensor([len(k) for k in index], device=device),
+                        suffix_ids=suffix_ids.to(device), suffix_start=torch.tensor(starts, device=device),
+                        suffix_loss=suffix_loss.to(device))
+
+
+class SharedPrefixForward:
+    """The decoder stack of a Llama-family model run once per shared prefix and once per row's suffix, with the
+    suffix attending to its group's prefix keys/values (indexed, so their gradients add up over the group).
+
+    In an RL batch each prompt's G samples repeat the same prompt tokens, whose hidden states are the same in
+    every row (causal attention): computing them once removes (G - 1) / G of the prompt positions from the
+    forward and backward. It uses the model's own modules (norms, projections, RoPE, MLP) and SDPA; the result
+    equals the plain forward to float rounding (``tests/unit/learner/test_torch_backend.py``)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model, self.inner = model, model.model
+        attn = self.inner.layers[0].self_attn
+        self.rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+
+    @staticmethod
+    def supports(model: Any) -> bool:
+        cfg = model.config
+        # transformers 5 renamed is_gradient_checkpointing (deprecated) to is_activation_checkpointing
+        flag = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") \
+            else "is_gradient_checkpointing"
+        return (getattr(cfg, "model_type", None) in ("qwen3", "llama") and not getattr(cfg, "sliding_window", None)
+                and not getattr(cfg, "attention_dropout", 0.0) and not getattr(model, flag, False))
+
+    def __call__(self, groups: PrefixGroups) -> tuple[torch.Tensor, torch.Tensor]:
+        """Final-normed hidden states: [G, P, H] of the prefixes and [B, S, H] of the suffixes."""
+        device = groups.prefix_ids.device
+        prefix = self.inner.embed_tokens(groups.prefix_ids)
+        suffix = self.inner.embed_tokens(groups.suffix_ids)
+        prefix_pos = torch.arange(groups.prefix_ids.shape[1], device=device).expand(groups.prefix_ids.shape[0], -1)
+        suffix_pos = groups.suffix_start[:, None] + torch.arange(groups.suffix_ids.shape[1], device=device)
+        prefix_rope = self.inner.rotary_emb(prefix, prefix_pos)
+        suffix_rope = self.inner.rotary_emb(suffix, suffix_pos)
+        # suffix query j of a row sees its group's real prefix keys and suffix keys 0..j
+        p_width, s_width = groups.prefix_ids.shape[1], groups.suffix_ids.shape[1]
+        sees_prefix = torch.arange(p_width, device=device) < groups.prefix_len[groups.group_of_row, None]
+        causal = torch.ones((s_width, s_width), dtype=torch.bool, device=device).tril()
+        mask = torch.cat([sees_prefix[:, None, None, :].expand(-1, 1, s_width, -1),
+                          causal.expand(sees_prefix.shape[0], 1, -1, -1)], dim=-1)
+        for layer in self.inner.layers:
+            prefix, k_prefix, v_prefix = self._layer(layer, prefix, prefix_rope)
+            suffix, _, _ = self._layer(layer, suffix, suffix_rope, (k_prefix[groups.group_of_row],
+                                                                      v_prefix[groups.group_of_row], mask))
+        return self.inner.norm(prefix), self.inner.norm(suffix)
+
+    def _layer(self, layer: Any, hidden: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+               context: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        attn = layer.self_attn
+        rows, length, _ = hidden.shape
+        x = layer.input_layernorm(hidden)
+        shape = (rows, length, -1, attn.head_dim)
+        q, k, v = attn.q_proj(x).view(shape), attn.k_proj(x).view(shape), attn.v_proj(x).view(shape)
+        if hasattr(attn, "q_norm"):
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k = self.rope(q.transpose(1, 2), k.transpose(1, 2), *rope)
+        v = v.transpose(1, 2)
+        if context is None:  # a prefix: plain causal attention (right padding is never seen by real tokens)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=attn.scaling, enable_gqa=True)
+        else:
+            k_ctx, v_ctx, mask = context
+            out = F.scaled_dot_product_attention(q, torch.cat([k_ctx, k], dim=2), torch.cat([v_ctx, v], dim=2),
+                                                 attn_mask=mask, scale=attn.scaling, enable_gqa=True)
+        hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(rows, length, -1))
+        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        return hidden, k, v
+
+
+def shared_prefix_token_logprobs(model: Any, batch: TokenBatch, groups: PrefixGroups
+                                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``masked_token_logprobs`` of ``batch`` through ``SharedPrefixForward``."""
+    prefix, suffix = SharedPrefixForward(model)(groups)
+    last_prefix = prefix[groups.group_of_row, groups.prefix_len[groups.group_of_row] - 1]  # predicts suffix 0
+    predictors = torch.cat([last_prefix[:, None], suffix[:, :-1]], dim=1)  # [B, S, H]: hidden before each token
+    logits = model.lm_head(predictors[groups.suffix_loss]).float()
+    if batch.temperature != 1.0:
+        logits = logits / batch.temperature
+    logp, entropy = _TokenLogprob.apply(logits, groups.suffix_ids[groups.suffix_loss])
+    # suffix loss tokens in row-major order are the row's loss tokens in the same order
+    at = batch.loss_mask.bool()
+    zeros = torch.zeros(at.shape, dtype=logp.dtype, device=logp.device)
+    return zeros.masked_scatter(at, logp), zeros.masked_scatter(at, entropy)
+
+
 def lr_lambda(cfg: OptimConfig, total_steps: int):
     """Linear warmup, then constant or cosine decay to min_lr_ratio."""
     def factor(step: int) -> float:
@@ -136,6 +280,10 @@ class TorchBackend:
         """Log-probs and entropy where ``loss_mask`` is set, 0 elsewhere (what every loss reads)."""
         if getattr(self.model.config, "model_type", None) not in PLAIN_HEAD_TYPES:
             return self._forward(batch)
+        if SharedPrefixForward.supports(self.model):
+            groups = prefix_groups(batch)
+            if groups is not None:
+                return shared_prefix_token_logprobs(self.model, batch, groups)
         hidden = self.model.model(**self._model_inputs(batch)).last_hidden_state
         return masked_token_logprobs(hidden, self.model.lm_head, batch.input_ids, batch.loss_mask,
                                      batch.temperature)

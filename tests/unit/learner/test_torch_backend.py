@@ -1,6 +1,7 @@
 """The torch backend's training forward computes what the plain full-logit forward computes.
 
-- ``train_step`` applies the head and log-softmax to the loss positions only: the DAPO and SFT gradients and
+- ``train_step`` runs each shared prompt once (``SharedPrefixForward``) and applies the head and log-softmax to
+  the loss positions only: the DAPO and SFT gradients and
   metrics equal those of ``model(...).logits`` -> ``token_logprobs`` on every position (padded RL rows with and
   without temperature, packed SFT rows with their block-diagonal mask).
 - The fused token log-prob matches ``log_softmax`` + ``gather`` in value and gradient (float64 gradcheck).
@@ -19,7 +20,8 @@ from mathfirst_hpc.data.synthetic import corpus_texts, make_problems
 from mathfirst_hpc.learner.base import TokenBatch
 from mathfirst_hpc.learner.dapo import global_counts, make_dapo_loss
 from mathfirst_hpc.learner.sft import collate_packed, make_sft_loss, tokenize_example
-from mathfirst_hpc.learner.torch_backend import TorchBackend, _TokenLogprob
+from mathfirst_hpc.learner.torch_backend import (TorchBackend, _TokenLogprob, prefix_groups,
+                                                 shared_prefix_token_logprobs)
 from mathfirst_hpc.models import build_model, eos_ids, prompt_ids, train_tokenizer
 from mathfirst_hpc.rollout.base import SamplingParams
 from mathfirst_hpc.rollout.hf import HFEngine
@@ -81,6 +83,8 @@ def test_loss_position_forward_gives_the_full_forward_gradient(tokenizer, preset
     batch.old_logprobs = batch.old_logprobs + 0.4 * torch.randn(batch.old_logprobs.shape) * batch.loss_mask
     tokens, seqs = global_counts([batch])
     loss_fn = make_dapo_loss(DapoConfig(), tokens, seqs)
+    groups = prefix_groups(batch)
+    assert groups is not None and groups.prefix_ids.shape[0] == len(QUESTIONS)  # the shared-prefix path runs
     full, full_metrics = gradient(backend, backend._forward, batch, loss_fn)
     lean, lean_metrics = gradient(backend, backend._loss_forward, batch, loss_fn)
     assert_same_gradients(full, lean, atol=1e-6)
@@ -88,6 +92,57 @@ def test_loss_position_forward_gives_the_full_forward_gradient(tokenizer, preset
     for key in full_metrics:
         assert full_metrics[key] == pytest.approx(lean_metrics[key], rel=1e-5, abs=1e-6), key
     assert full_metrics["clip_frac_low"] > 0 or full_metrics["clip_frac_high"] > 0
+
+
+def test_shared_prefix_rows_in_any_order_with_loss_gaps(tokenizer) -> None:
+    """Groups interleaved and of different sizes, a hole in one row's loss mask, a row whose prompt is unique."""
+    backend = TorchBackend(build_model(ModelConfig(vocab_size=400), tokenizer, seed=6), OptimConfig(),
+                           total_steps=1)
+    batch = rollout_batch(backend, tokenizer, temperature=1.0)
+    order = torch.tensor([0, 5, 9, 1, 6, 10, 2, 11, 7])  # rows 3, 4, 8 dropped: groups of 3, 2 and 4 rows
+    batch = TokenBatch(input_ids=batch.input_ids[order], attention_mask=batch.attention_mask[order],
+                       loss_mask=batch.loss_mask[order].clone(), old_logprobs=batch.old_logprobs[order],
+                       advantages=batch.advantages[order], temperature=1.0)
+    first = int(batch.loss_mask[0].int().argmax())
+    batch.loss_mask[0, first + 2:first + 4] = 0  # a hole: tokens kept in the suffix, not in the loss
+    lone = prompt_ids(tokenizer, [{"role": "user", "content": "Q: 7 plus 7?"}], 64) + [5, 6, 7]
+    row = torch.full((1, batch.input_ids.shape[1]), tokenizer.pad_token_id, dtype=torch.long)
+    row[0, :len(lone)] = torch.tensor(lone)
+    extra = torch.zeros_like(row)
+    extra[0, :len(lone)] = 1
+    loss_row = torch.zeros_like(row)
+    loss_row[0, len(lone) - 3:len(lone)] = 1
+    batch = TokenBatch(input_ids=torch.cat([batch.input_ids, row]),
+                       attention_mask=torch.cat([batch.attention_mask, extra]),
+                       loss_mask=torch.cat([batch.loss_mask, loss_row]),
+                       old_logprobs=torch.cat([batch.old_logprobs, -torch.ones(1, row.shape[1]) * loss_row]),
+                       advantages=torch.cat([batch.advantages, torch.tensor([0.7])]), temperature=1.0)
+    groups = prefix_groups(batch, min_saving=0.0)
+    assert groups is not None and groups.prefix_ids.shape[0] == 4
+    loss_fn = make_dapo_loss(DapoConfig(), *global_counts([batch]))
+    full, _ = gradient(backend, backend._forward, batch, loss_fn)
+    shared, _ = gradient(backend, lambda b: shared_prefix_token_logprobs(backend.model, b, groups), batch, loss_fn)
+    assert_same_gradients(full, shared, atol=1e-6)
+    with torch.no_grad():
+        a, _ = backend._forward(batch)
+        b, _ = shared_prefix_token_logprobs(backend.model, batch, groups)
+    mask = batch.loss_mask.bool()
+    assert (a[mask] - b[mask]).abs().max() < 1e-5 and bool((b[~mask] == 0).all())
+
+
+def test_prefix_groups_refuses_what_it_cannot_share(tokenizer) -> None:
+    ids = torch.arange(1, 13).reshape(3, 4)
+    ones = torch.ones_like(ids)
+    loss = torch.tensor([[0, 0, 1, 1]] * 3)
+    assert prefix_groups(TokenBatch(input_ids=ids, attention_mask=ones, loss_mask=loss)) is None  # all unique
+    same = ids[:1].expand(3, -1)
+    assert prefix_groups(TokenBatch(input_ids=same, attention_mask=ones, loss_mask=loss)) is not None
+    left_padded = ones.clone()
+    left_padded[0, 0] = 0
+    assert prefix_groups(TokenBatch(input_ids=same, attention_mask=left_padded, loss_mask=loss)) is None
+    no_loss = loss.clone()
+    no_loss[1] = 0
+    assert prefix_groups(TokenBatch(input_ids=same, attention_mask=ones, loss_mask=no_loss)) is None
 
 
 def test_loss_position_forward_on_packed_sft_rows() -> None:

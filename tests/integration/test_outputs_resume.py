@@ -4,6 +4,7 @@ iteration that the resume redid (its line was past the last checkpoint)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -36,6 +37,14 @@ def rl_lines(run_dir: Path) -> list[dict]:
     return [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["stage"] == "math_rl"]
 
 
+def tb_written_x(run_dir: Path) -> int:
+    """The last x the TensorBoard sink recorded as flushed (0 before any)."""
+    try:
+        return int(json.loads((sinks.tb_dir(RunPaths(run_dir), "math_rl") / "written.json").read_text())["x"])
+    except (FileNotFoundError, ValueError, KeyError):
+        return 0
+
+
 def tb_points(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     acc = EventAccumulator(str(sinks.tb_dir(RunPaths(run_dir), "math_rl")))
@@ -48,13 +57,15 @@ def test_kill_9_mid_rl_curves_continue(tmp_path) -> None:
     sink_overrides = SINKS if wandb else ["logging.sinks=[jsonl,tensorboard]"]
     proc = cli_run(tmp_path, sink_overrides)
     deadline = time.time() + 300
-    while len(rl_lines(tmp_path)) < 3 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)  # iteration 3 logged, its checkpoint (every 2) not yet written: the resume redoes it
+    while tb_written_x(tmp_path) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)  # iteration 3 plotted, its checkpoint (every 2) not yet written: the resume redoes it
     assert proc.poll() is None, "the run finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     plotted_before = [s for s, _ in tb_points(tmp_path, "reward_mean")]
     assert 3 in plotted_before, plotted_before  # the killed process plotted iteration 3
+    saved = json.loads((tmp_path / "manifest.json").read_text())["stages"]["math_rl"]
+    assert saved["iteration"] == 2, saved  # ... but its newest checkpoint is at iteration 2: the resume redoes 3
     again = cli_run(tmp_path, sink_overrides)
     out, _ = again.communicate(timeout=600)
     assert again.returncode == 0, out

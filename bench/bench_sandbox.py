@@ -2,7 +2,9 @@
 against the same programs run as plain subprocesses from W threads, with the interpreter, flags and environment
 the sandbox itself execs.
 
-    .venv/bin/python bench/bench_sandbox.py [--n 1000] [--workers 2] [--rounds 8] [--isolation bwrap]
+    .venv/bin/python bench/bench_sandbox.py [--n 1000] [--workers 2] [--rounds 8] [--isolation bwrap] [--container]
+
+``--container``: the sandbox side is the server inside the sandbox image (podman, ``sandbox/build_image.sh``).
 
 What each side does per program (printed with the result):
 
@@ -36,6 +38,7 @@ from pathlib import Path
 
 from mathfirst_hpc.sandbox import ExecJob, SandboxClient, start_local_server
 from mathfirst_hpc.sandbox.config import SandboxConfig
+from mathfirst_hpc.sandbox.container import start_container_server
 from mathfirst_hpc.sandbox.harness import outputs_match
 from mathfirst_hpc.sandbox.isolation import SANDBOX_ENV
 
@@ -86,8 +89,10 @@ class CpuAccount:
 
     ROOT = Path("/sys/fs/cgroup/cpuacct")
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
         self.group: Path | None = None
+        if not enabled:
+            return
         try:
             group = self.ROOT / f"mathfirst-bench-{os.getpid()}"
             group.mkdir(exist_ok=True)
@@ -127,6 +132,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000, help="programs per side")
     parser.add_argument("--workers", type=int, default=2, help="sandbox workers and plain threads")
     parser.add_argument("--isolation", default="bwrap", choices=["bwrap", "none"])
+    parser.add_argument("--container", action="store_true",
+                        help="sandbox side: the server in the container image (podman) instead of in-process")
     parser.add_argument("--rounds", type=int, default=8,
                         help="alternate the two sides over this many slices of the programs")
     args = parser.parse_args()
@@ -135,9 +142,12 @@ def main() -> None:
     totals = {"sandbox": 0.0, "plain": 0.0}
     cpu_s = {"sandbox": 0.0, "plain": 0.0}
     ratios = []
-    account = CpuAccount()
-    with start_local_server(args.workers, args.isolation, shutdown_linger_s=0.2) as (url, _stop), \
-            tempfile.TemporaryDirectory() as folder:
+    account = CpuAccount(enabled=not args.container)  # a container's processes are not our children
+    if args.container:
+        server = start_container_server(args.workers)
+    else:
+        server = start_local_server(args.workers, args.isolation, shutdown_linger_s=0.2)
+    with server as (url, _stop), tempfile.TemporaryDirectory() as folder:
         client = SandboxClient(url, timeout_s=120)
         client.run_batch_sync([ExecJob(code="pass")] * 10)  # warm-up: connection, zygotes, page cache
         plain(progs[:10], args.workers, Path(folder))
@@ -155,7 +165,8 @@ def main() -> None:
     account.close()
     rate = {side: args.n / s for side, s in totals.items()}
     load_end = os.getloadavg()
-    print(describe(args.workers, args.isolation))
+    print(describe(args.workers, args.isolation) + ("\n(sandbox side: the server inside the container image)"
+                                                    if args.container else ""))
     print(f"{args.n} tiny python programs per side, {os.cpu_count()} cores, load average (1/5/15 min) "
           f"{'/'.join(f'{x:.1f}' for x in load_start)} at start, {'/'.join(f'{x:.1f}' for x in load_end)} at end")
     print(f"sandbox ({args.isolation}, {args.workers} workers): {rate['sandbox']:8.1f} executions/s")

@@ -2,12 +2,14 @@
 queue service, and an async batched client.
 
 - ``types.py``      ExecJob / ExecResult and the statuses (the wire format)
-- ``isolation.py``  one process in a fresh bwrap sandbox: what is and is not isolated
+- ``isolation.py``  one process in fresh namespaces inside its worker's bwrap sandbox: what is and is not isolated
+- ``zygote.py``     the per-worker launcher inside that sandbox (stdlib only, run by the system python3)
 - ``harness.py``    stdin/stdout and function-call (HumanEval-style) test harnesses
 - ``runner.py``     one job: compile, run its tests, classify; shared by the server and ``sandbox run``
 - ``server.py``     the aiohttp queue service and ``start_local_server``
 - ``client.py``     ``SandboxClient``: batched, retrying; sandbox_error means "not scored"
 - ``launch.py``     the server's address in the run dir
+- ``container.py``  the server inside its container image (podman; image from ``sandbox/build_image.sh``)
 """
 
 from .client import SandboxClient

@@ -1,5 +1,6 @@
 """The per-worker launcher that runs *inside* a long-lived bubblewrap sandbox and starts each program in fresh
-namespaces of its own (stdlib only: it runs as ``/usr/bin/python3 -I -S -c <this file> FD``).
+namespaces of its own (stdlib only: it runs as ``/usr/bin/python3 -I -S -c <this file> FD``; Python >= 3.9,
+Linux >= 5.3 for pidfds, x86_64 or aarch64 for the raw clone).
 
 Why: a fresh ``bwrap`` per execution costs ~6 ms of CPU and ~14 ms of latency (user, net, pid, ipc, uts and mount
 namespaces, ~25 mounts, three extra execs for bwrap, sh and prlimit), more than the ~11 ms a tiny Python program

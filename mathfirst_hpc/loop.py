@@ -500,6 +500,7 @@ def iteration_metrics(batch: IterationBatch, updates: list[dict[str, float]], ma
         index = [i for i, d in enumerate(gen.domain) if d == domain]
         record[f"reward_mean/{domain}"] = float(np.mean(gen.reward[index]))
         record[f"accuracy/{domain}"] = float(np.mean([gen.verdict[i] == "correct" for i in index]))
+        record[f"unparseable_frac/{domain}"] = float(np.mean([gen.verdict[i] == "unparseable" for i in index]))
     lengths = gen.response_length
     verdicts = np.array(gen.verdict)
     record.update(

@@ -66,7 +66,7 @@ class HFEngine:
         pass
 
     # internals -------------------------------------------------------------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()  # cheaper per op than no_grad (no version counters); nothing generated is trained on
     def _generate_batch(self, prompts: list[list[int]], sampling: SamplingParams,
                         generator: torch.Generator) -> list[Sample]:
         was_training = self.model.training

@@ -87,3 +87,30 @@ def _has_wandb() -> bool:
         return True
     except ImportError:
         return False
+
+
+PHASES = ["sft:steps=2", "sft:sft.batch_size=8", "sft:sft.micro_batch_size=8", "sft:sft.max_seq_len=96",
+          "sft:checkpoint.every_steps=2", "math_rl:steps=2", "math_rl:rollout.num_shards=2",
+          "math_rl:rollout.prompts_per_batch=4", "math_rl:rollout.n_per_prompt=4", "math_rl:rollout.max_response_len=16",
+          "math_rl:dapo.overlong_buffer_len=4", "math_rl:dapo.max_gen_batches=2", "math_rl:dapo.mini_batches=2"]
+
+
+def test_job_graph_learner_jobs_log_into_one_curve(tmp_path, monkeypatch) -> None:
+    """The Slurm job graph through submitit's local executor (profile local: the driver here, rollout arrays and
+    one learner job per iteration as subprocesses): each learner job, a process of its own, publishes its
+    iteration; TensorBoard and W&B end with one point per step, equal to metrics.jsonl."""
+    from mathfirst_hpc.launch.driver import submit_stages
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    overrides = [*PHASES, *(SINKS if _has_wandb() else ["logging.sinks=[jsonl,tensorboard]"])]
+    for target in ("stage1", "stage2"):
+        submit_stages(tmp_path, target, "local", overrides=overrides)
+    lines = rl_lines(tmp_path)
+    assert [r["iteration"] for r in lines] == [1, 2]
+    assert [v for _, v in tb_points(tmp_path, "loss")] == pytest.approx([r["loss"] for r in lines], rel=1e-6)
+    assert [s for s, _ in tb_points(tmp_path, "loss")] == [1, 2]
+    assert len(list(sinks.tb_dir(RunPaths(tmp_path), "math_rl").glob("events.out.tfevents.*"))) == 2  # 2 jobs
+    if _has_wandb():
+        history = sinks.wandb_history(RunPaths(tmp_path), "math_rl")
+        assert [(s, pytest.approx(v["loss"], rel=1e-6)) for s, v in history] == [(r["iteration"], r["loss"])
+                                                                                   for r in lines]

@@ -18,6 +18,7 @@ Layout::
       engine/<stage>/               HF weights a colocated vLLM engine starts from
       sandbox/address.json          where the stage's sandbox server listens
       eval/                         offline evaluation outputs
+      tb/<stage>/, wandb/           TensorBoard events and offline W&B runs (logging.sinks; paths in sinks.py)
       report/                       report.html, report.md and plots
 """
 

@@ -68,7 +68,7 @@ class Sink(Protocol):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# paths (sinks own these folders; RunPaths lists them in its layout)
+# paths (the sinks own these folders; paths.py's layout names them)
 # ---------------------------------------------------------------------------------------------------------------
 
 def tb_dir(paths: RunPaths, stage: str) -> Path:

@@ -33,7 +33,7 @@ from .paths import RunPaths
 from .rollout.base import RolloutEngine
 from .stage import (PREVIOUS_STAGE, StageContext, StopCheck, build_backend, ensure_tokenizer, load_latest,
                     log_metrics, make_context, make_engine, make_mixer, never, resolve_stage_config,
-                    save_stage_checkpoint, stage_init, train_step)
+                    save_stage_checkpoint, stage_init, stage_start, train_step)
 
 log = logging.getLogger("mathfirst_hpc")
 __all__ = ["PREVIOUS_STAGE", "StageContext", "collect_iteration", "ensure_tokenizer", "make_context",
@@ -137,10 +137,7 @@ def run_stage(paths: RunPaths, cfg: StageConfig, init_from: str | None = None,
     if manifest.is_final(cfg.stage):
         log.info("stage %s is already final in %s", cfg.stage, paths.root)
         return "final"
-    if cfg.start_from == "base" and init_from is None:
-        init_hf = None  # model.path (pretrained) or the preset's seeded init; no previous stage needed
-    else:
-        init_hf = stage_init(paths, cfg.stage, init_from)
+    init_hf = stage_start(paths, cfg, init_from)  # None: model.path or the preset's seeded init
     manifest.set_stage(cfg.stage, init_from=str(init_hf) if init_hf else None)
     ctx = make_context(paths, cfg, should_stop, progress)
     return run_sft(ctx, init_hf) if cfg.stage == "sft" else run_rl(ctx, init_hf)

@@ -81,6 +81,15 @@ def ensure_tokenizer(paths: RunPaths, cfg: StageConfig):
     return load_tokenizer(paths.tokenizer_dir)
 
 
+def stage_start(paths: RunPaths, cfg: StageConfig, init_from: str | None) -> Path | None:
+    """HF weights ``cfg``'s stage starts from, for colocated runs and the Slurm driver alike: ``--init-from``;
+    else, with ``start_from: base``, none (``model.path`` or the preset's seeded init, see ``initial_weights``);
+    else the previous stage's final checkpoint."""
+    if cfg.start_from == "base" and init_from is None:
+        return None
+    return stage_init(paths, cfg.stage, init_from)
+
+
 def stage_init(paths: RunPaths, stage: str, init_from: str | None) -> Path | None:
     """HF weights a stage starts from: --init-from, else the previous stage's final checkpoint (None = base)."""
     if init_from is not None:

@@ -85,7 +85,7 @@ def launch_profile(launch: LaunchRecord) -> ClusterProfile:
 def drive_stage(run_dir: str | Path, stage: str, poll_s: float = 1.0) -> str:
     """Run one stage's job graph to its final checkpoint. Raises DriverStopped when a signal asks to stop."""
     from ..loop import reward_router, run_rl_loop
-    from ..stage import make_context, stage_init
+    from ..stage import make_context, stage_start
     from .phases import SftJob, SlurmLearner, SlurmRollouts
 
     paths = RunPaths(run_dir)
@@ -101,7 +101,7 @@ def drive_stage(run_dir: str | Path, stage: str, poll_s: float = 1.0) -> str:
         launcher.run("learner", [Request(key, SftJob(str(paths.root), stage, init_from,
                                                      cfg.parallel.dist_backend))])
     else:
-        init_hf = stage_init(paths, stage, init_from)
+        init_hf = stage_start(paths, cfg, init_from)
         manifest.set_stage(stage, init_from=str(init_hf) if init_hf else None)
         # trains the run's tokenizer once, before any task; stop = a signal (the loop polls it between iterations)
         ctx = make_context(paths, cfg, should_stop=preemption.requested, progress=False)
@@ -173,10 +173,11 @@ class Submitted:
 
 
 def _check_start(paths: RunPaths, first: str, init_from: str | None, drivers: dict[str, tuple[str, str]],
-                 target: str) -> str | None:
-    """The dependency the first stage waits on, or None. Refuses a stage whose input cannot exist."""
+                 target: str, from_base: bool = False) -> str | None:
+    """The dependency the first stage waits on, or None. Refuses a stage whose input cannot exist.
+    ``from_base``: the stage starts from the base model (``start_from: base``), not from the previous stage."""
     previous = PREVIOUS_STAGE[first]
-    if previous is None or init_from is not None or Manifest(paths).is_final(previous):
+    if previous is None or init_from is not None or from_base or Manifest(paths).is_final(previous):
         return None
     job = drivers.get(previous)
     if job is not None and slurm_state.is_alive(job[1]):
@@ -184,6 +185,17 @@ def _check_start(paths: RunPaths, first: str, init_from: str | None, drivers: di
     number = f"stage{STAGES.index(previous) + 1}"
     raise RunDirError(f"submit {target}: {paths.root} has no final {previous} ({number})",
                       hint=f"submit {number} first (or all), or pass --init-from CKPT")
+
+
+def _starts_from_base(paths: RunPaths, stage: str, preset: str, overrides: list[str]) -> bool:
+    """``start_from: base`` in the stage's config: the saved one on resume, else the one submit would save."""
+    from ..config import load_stage_config
+    from ..run import overrides_for
+
+    saved = paths.stage_config(stage)
+    cfg = load_resolved(saved) if saved.exists() else load_stage_config(stage, preset, overrides_for(stage, overrides),
+                                                                          check_files=False)
+    return cfg.start_from == "base"
 
 
 def submit_stages(run_dir: str | Path, target: str, profile_name: str, preset: str = "tiny",
@@ -206,7 +218,8 @@ def submit_stages(run_dir: str | Path, target: str, profile_name: str, preset: s
         if job is not None and slurm_state.is_alive(job[1]):
             raise RunDirError(f"stage {stage} of {paths.root} already has driver job {job[0]} ({job[1].lower()})",
                               hint=f"wait for it, or mathfirst-hpc cancel {paths.root} first")
-    dependency = _check_start(paths, stages[0], init_from, drivers, target)  # refuse before writing anything
+    from_base = _starts_from_base(paths, stages[0], preset, overrides or [])
+    dependency = _check_start(paths, stages[0], init_from, drivers, target, from_base)  # before writing anything
     paths.make()
     for stage in stages:
         resolve_stage_config(paths, stage, preset, overrides_for(stage, overrides or []))
@@ -312,7 +325,8 @@ def resume_run(run_dir: str | Path) -> list[Submitted]:
             slurm_state.cancel([job[0]])
         if i == 0 and dependency is None:
             first = launch.stages.index(stage) == 0
-            dependency = _check_start(paths, stage, launch.init_from if first else None, drivers, stage)
+            from_base = load_resolved(paths.stage_config(stage)).start_from == "base"
+            dependency = _check_start(paths, stage, launch.init_from if first else None, drivers, stage, from_base)
         out += _submit_chain(paths, [stage], profile, dependency)
         dependency = out[-1].job_id
     return out

@@ -3,6 +3,7 @@ parameters of an uninterrupted run with the same seed, with no optimizer step or
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import subprocess
@@ -126,17 +127,22 @@ def test_emergency_checkpoint_between_micro_batches(baseline, tmp_path) -> None:
     from mathfirst_hpc.checkpoint import latest_checkpoint, load_rank_state
     ref = tmp_path / "ref"
     run_curriculum(ref, ["sft", "math_rl"], overrides=overrides, progress=False)
-    calls = {"n": 0}
+    run_dir = tmp_path / "run"
+    stopped = {"done": False}
 
     def stop_once() -> bool:
-        calls["n"] += 1
-        return calls["n"] == 20
+        """True once: at the first poll made between the micro-batches of an RL optimizer step (found on the
+        stack, so that the test does not hang on how many polls the preset's shapes make before it)."""
+        if stopped["done"] or not Manifest(RunPaths(run_dir)).is_final("sft"):
+            return False
+        stopped["done"] = any(f.function == "train_step" for f in inspect.stack()[1:3])
+        return stopped["done"]
 
-    run_dir = tmp_path / "run"
+    from mathfirst_hpc.manifest import Manifest
+    from mathfirst_hpc.paths import RunPaths
     first = run_curriculum(run_dir, ["sft", "math_rl"], overrides=overrides, should_stop=stop_once, progress=False)
-    assert "preempted" in first.values()
-    stage = next(s for s, r in first.items() if r == "preempted")
-    state = load_rank_state(latest_checkpoint(run_dir / "checkpoints" / stage))
+    assert first == {"sft": "final", "math_rl": "preempted"}, "no RL optimizer step had several micro-batches"
+    state = load_rank_state(latest_checkpoint(run_dir / "checkpoints" / "math_rl"))
     assert state["partial"] is not None and state["partial"].micro_done >= 1
     run_curriculum(run_dir, ["sft", "math_rl"], overrides=overrides, progress=False)
     assert_same(final_weights(run_dir, "math_rl"), final_weights(ref, "math_rl"))

@@ -49,6 +49,22 @@ def test_previous_stage_final_or_pending_is_accepted(tmp_path: Path, monkeypatch
     with pytest.raises(RunDirError):
         driver._check_start(paths, "joint_rl", None, {"math_rl": ("41", "FAILED")}, "stage3")
     assert driver._check_start(paths, "joint_rl", "/some/ckpt", {}, "stage3") is None
+    assert driver._check_start(paths, "joint_rl", None, {}, "stage3", from_base=True) is None
+
+
+def test_start_from_base_needs_no_previous_stage(tmp_path: Path) -> None:
+    """A stage with ``start_from: base`` is not refused for lack of a final previous stage (the driver then
+    starts it the way a colocated run does: ``stage.stage_start``)."""
+    paths = RunPaths(tmp_path / "run")
+    assert not driver._starts_from_base(paths, "math_rl", "tiny", [])
+    assert driver._starts_from_base(paths, "math_rl", "tiny", ["math_rl:start_from=base"])
+    from mathfirst_hpc.config import load_stage_config
+    from mathfirst_hpc.stage import stage_start
+
+    cfg = load_stage_config("math_rl", overrides=["start_from=base"])
+    assert stage_start(paths, cfg, None) is None
+    with pytest.raises(RunDirError, match="needs a final sft"):
+        stage_start(paths, load_stage_config("math_rl"), None)
 
 
 def test_init_from_must_exist(tmp_path: Path) -> None:

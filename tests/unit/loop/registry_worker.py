@@ -5,6 +5,9 @@ from the learner's weights: its log-probs equal the learner's ``forward_logprobs
 
     python tests/unit/loop/registry_worker.py --learner megatron --engine hf --run-dir /tmp/r --out /tmp/r/out.json
 
+With ``--rl-iterations N`` it then runs a whole colocated math_rl stage of N iterations (stopped once after its
+first optimizer step, then resumed) through ``run.run_curriculum``.
+
 Megatron runs on CPU under the test-only device shim (``tests/support/megatron_cpu_shim.py``), as a one-process
 gloo group, like ``tests/integration/megatron``.
 """
@@ -28,6 +31,7 @@ def main() -> None:
     parser.add_argument("--engine", required=True)
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--rl-iterations", type=int, default=0, help="then run a colocated math_rl stage")
     args = parser.parse_args()
     if args.learner == "megatron":
         from tests.support.megatron_cpu_shim import install
@@ -64,7 +68,38 @@ def main() -> None:
               "max_logprob_gap": max(gaps), "rank": backend.rank, "sharded": backend.sharded}
     engine.close()
     backend.close()
+    if args.rl_iterations:
+        result["stage"] = run_stage_colocated(args, overrides)
     Path(args.out).write_text(json.dumps(result))
+
+
+def run_stage_colocated(args: argparse.Namespace, overrides: list[str]) -> dict:
+    """A whole colocated math_rl stage (``run.run_curriculum``: the RL loop with in-process runners), from the
+    preset's seeded init, with a stop request inside it and a resume; returns what the run dir shows."""
+    import json as _json
+
+    from mathfirst_hpc.checkpoint import final_checkpoint, latest_checkpoint, read_meta
+    from mathfirst_hpc.run import run_curriculum
+
+    run_dir = Path(args.run_dir).parent / "stage"
+    stage_overrides = overrides + ["start_from=base", f"steps={args.rl_iterations}", "checkpoint.every_steps=1",
+                                   "rollout.prompts_per_batch=4", "dapo.mini_batches=2", "dapo.micro_batch_size=4",
+                                   "dapo.dynamic_sampling=false"]  # a random model: keep even all-equal groups
+    polls = {"n": 0}
+
+    def stop_once() -> bool:  # after the first optimizer step of the run
+        polls["n"] += 1
+        return polls["n"] == 1
+
+    first = run_curriculum(run_dir, ["math_rl"], overrides=stage_overrides, should_stop=stop_once, progress=False)
+    stopped_at = read_meta(latest_checkpoint(run_dir / "checkpoints" / "math_rl"))
+    second = run_curriculum(run_dir, ["math_rl"], overrides=stage_overrides, progress=False)
+    final = final_checkpoint(run_dir / "checkpoints" / "math_rl")
+    lines = [_json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {"first": first["math_rl"], "second": second["math_rl"], "stopped_at": stopped_at,
+            "final_meta": read_meta(final), "hf_export": (final / "hf" / "config.json").exists(),
+            "rank_files": sorted(p.name for p in final.glob("rank_*.pt")),
+            "iterations_logged": [r["iteration"] for r in lines if r.get("stage") == "math_rl"]}
 
 
 if __name__ == "__main__":

@@ -78,8 +78,7 @@ PAIRS = [pytest.param(learner, engine, id=f"{learner}-{engine}",
          for learner in sorted(LEARNER_BACKENDS) for engine in sorted(ROLLOUT_ENGINES)]
 
 
-@pytest.mark.parametrize("learner, engine", PAIRS)
-def test_every_pair_builds_through_the_registry(learner: str, engine: str, tmp_path: Path) -> None:
+def _run_worker(learner: str, engine: str, tmp_path: Path, *extra: str) -> dict:
     python = _python_for(engine)
     if learner == "megatron":
         probe = subprocess.run([str(python), "-c", "import megatron.core"], capture_output=True)
@@ -91,10 +90,15 @@ def test_every_pair_builds_through_the_registry(learner: str, engine: str, tmp_p
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_JOB_ID", "SLURM_PROCID"):
         env.pop(key, None)  # a single process, whatever launched pytest
     proc = subprocess.run([str(python), str(WORKER), "--learner", learner, "--engine", engine,
-                           "--run-dir", str(tmp_path / "run"), "--out", str(out)],
-                          env=env, capture_output=True, text=True, timeout=400)
+                           "--run-dir", str(tmp_path / "run"), "--out", str(out), *extra],
+                          env=env, capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    result = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("learner, engine", PAIRS)
+def test_every_pair_builds_through_the_registry(learner: str, engine: str, tmp_path: Path) -> None:
+    result = _run_worker(learner, engine, tmp_path)
     assert result["learner"] == {"torch": "TorchLearner", "megatron": "MegatronBackend"}[learner]
     assert result["engine"] == {"hf": "HFRollout", "vllm": "VLLMEngine"}[engine]
     # only the torch learner's own model can be shared, and only with the in-memory HF engine
@@ -102,3 +106,19 @@ def test_every_pair_builds_through_the_registry(learner: str, engine: str, tmp_p
     assert result["sharded"] == (learner == "megatron")
     assert result["samples"] == 2 and all(1 <= n <= 6 for n in result["tokens"])
     assert result["max_logprob_gap"] <= LOGPROB_TOL, result
+
+
+@pytest.mark.slow
+@pytest.mark.megatron
+def test_megatron_learner_runs_a_colocated_rl_stage(tmp_path: Path) -> None:
+    """The path that crashed at the first learner (``MegatronBackend.from_hf``): a whole colocated math_rl stage
+    with the megatron learner (one CPU rank, gloo shim) and the HF engine synced from it before each iteration;
+    a stop request after its first optimizer step saves (between steps: megatron has no partial steps) and the
+    rerun finishes the stage."""
+    result = _run_worker("megatron", "hf", tmp_path, "--rl-iterations", "2")["stage"]
+    assert (result["first"], result["second"]) == ("preempted", "final")
+    stopped = result["stopped_at"]
+    assert (stopped["iteration"], stopped["mini_batch"], stopped["step"]) == (0, 1, 1)
+    assert result["final_meta"]["iteration"] == 2 and result["final_meta"]["final"]
+    assert result["hf_export"] and result["rank_files"] == ["rank_00000.pt"]  # sharded: one file per rank
+    assert result["iterations_logged"] == [1, 2]

@@ -57,12 +57,17 @@ class SandboxConfig:
     prlimit: str = "/usr/bin/prlimit"
     shell: str = "/bin/sh"
     """Launcher inside the sandbox: prints the start marker, then execs prlimit and the program."""
+    zygote: Literal["auto", "c", "python"] = "auto"
+    """The per-worker launcher inside bwrap: ``c`` (zygote.c, compiled once with the host's C compiler and cached),
+    ``python`` (zygote.py, ~2 ms more CPU per execution) or ``auto`` (c when a compiler exists)."""
     user_prefix: str = "mfsbx"
     """Worker i runs as user ``{user_prefix}{i}`` when the server runs as root (sandbox/setup_system.sh)."""
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ConfigError(f"sandbox workers must be >= 1, got {self.workers}")
+        if self.zygote not in ("auto", "c", "python"):
+            raise ConfigError(f"sandbox zygote must be 'auto', 'c' or 'python', got {self.zygote!r}")
         if self.isolation not in ("bwrap", "none"):
             raise ConfigError(f"sandbox isolation must be 'bwrap' or 'none', got {self.isolation!r}")
         if self.queue_max < 1:

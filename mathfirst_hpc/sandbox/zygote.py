@@ -11,11 +11,15 @@ size-limited ``/tmp`` and ``/dev/shm``, a new ``/proc``, rlimits, no capabilitie
 Protocol on the SOCK_SEQPACKET socket whose fd number is the first argument (one message per packet):
 
 - zygote -> server, once: ``ready`` (the sandbox is built; the server hands it no job before this);
-- server -> zygote: a JSON job ``{"argv", "env", "cwd", "rlimits": {name: value}, "tmp_bytes", "shm_bytes",
-  "readonly": [paths]}`` with three fds attached (the program's stdin, stdout, stderr);
+- server -> zygote: a job, NUL-separated fields (``isolation.encode_job``): ``job``, cwd, tmp and shm bytes,
+  the five rlimits (cpu, as, fsize, nproc, core), then three counted lists (read-only paths, environment
+  ``K=V``, argv), with three fds attached (the program's stdin, stdout, stderr);
 - server -> zygote: ``kill`` (wall clock or output limit): SIGKILL to the job's namespace init;
-- zygote -> server: ``{"exit": code, "setup_error": text or null}`` once no process of the job is left.
-  ``exit`` follows bwrap's convention (128 + N for a death by signal N).
+- zygote -> server: ``<exit code>\0<setup error or nothing>`` once no process of the job is left. The code
+  follows bwrap's convention (128 + N for a death by signal N).
+
+``zygote.c`` is the same launcher in C (the server compiles and prefers it: no Python process to fork per job);
+this file is the fallback where no C compiler exists, and the reference for what the C one does.
 
 Process tree of one job:
 
@@ -35,7 +39,6 @@ comes back as ``setup_error``: the server reports ``sandbox_error``, never a ver
 
 import ctypes
 import gc
-import json
 import os
 import resource
 import select
@@ -53,6 +56,7 @@ PR_SET_DUMPABLE, PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 4, 
 CAP_LAST = 63
 RLIMITS = {"cpu": resource.RLIMIT_CPU, "as": resource.RLIMIT_AS, "fsize": resource.RLIMIT_FSIZE,
            "nproc": resource.RLIMIT_NPROC, "core": resource.RLIMIT_CORE}
+RLIMIT_ORDER = ("cpu", "as", "fsize", "nproc", "core")
 EXIT_SETUP_FAILED = 127
 
 _libc = None
@@ -140,6 +144,23 @@ def _raw_libc():
     return _raw
 
 
+def decode_job(message):
+    """The job dict from its NUL-separated message (see the module docstring); ValueError if malformed."""
+    parts = [part.decode() for part in message.split(b"\0")]
+    if len(parts) < 9 or parts[0] != "job" or not all(part.isdigit() for part in parts[2:9]):
+        raise ValueError("malformed job")
+    job = {"cwd": parts[1], "tmp_bytes": int(parts[2]), "shm_bytes": int(parts[3]),
+           "rlimits": dict(zip(RLIMIT_ORDER, map(int, parts[4:9])))}
+    rest = parts[9:]
+    for key in ("readonly", "env", "argv"):
+        count = int(rest[0])
+        job[key], rest = rest[1:1 + count], rest[1 + count:]
+    job["env"] = dict(item.split("=", 1) for item in job["env"])
+    if not job["argv"]:
+        raise ValueError("malformed job: no argv")
+    return job
+
+
 def exit_code(status):
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
@@ -219,7 +240,13 @@ def serve(control):
             return
         if message == b"kill":  # arrived after its job ended
             continue
-        job = json.loads(message)
+        try:
+            job = decode_job(message)
+        except (ValueError, IndexError, UnicodeDecodeError) as exc:
+            for fd in fds:
+                os.close(fd)
+            control.send(b"%d\0%s" % (EXIT_SETUP_FAILED, str(exc).encode()))
+            continue
         err_r, err_w = os.pipe()
         status_r, status_w = os.pipe()
         try:
@@ -227,7 +254,7 @@ def serve(control):
         except OSError as exc:
             for fd in (*fds, err_r, err_w, status_r, status_w):
                 os.close(fd)
-            control.send(json.dumps({"exit": EXIT_SETUP_FAILED, "setup_error": str(exc)}).encode())
+            control.send(b"%d\0%s" % (EXIT_SETUP_FAILED, str(exc).encode()))
             continue
         if init == 0:
             control.close()
@@ -242,7 +269,7 @@ def serve(control):
         os.close(status_r)
         if closed:
             return
-        control.send(json.dumps({"exit": code, "setup_error": setup_error or None}).encode())
+        control.send(b"%d\0%s" % (code, setup_error.encode()[:2000]))
 
 
 def wait_for_job(control, init, status_r):

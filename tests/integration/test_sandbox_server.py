@@ -124,7 +124,8 @@ def test_full_queue_gets_429_with_retry_after_and_the_client_waits_it_out() -> N
         assert _get(f"{url}/metrics")["rejected_429"] >= 5
 
 
-def test_nothing_of_a_job_survives_into_the_next_one_on_the_same_worker() -> None:
+@pytest.mark.parametrize("zygote", ["c", "python"])
+def test_nothing_of_a_job_survives_into_the_next_one_on_the_same_worker(zygote: str) -> None:
     """One worker's jobs share its long-lived sandbox (the zygote): files in /tmp and /dev/shm, SysV IPC and
     background processes of one job must be gone when the next starts."""
     leave = ("import os, subprocess, sys\n"
@@ -136,7 +137,7 @@ def test_nothing_of_a_job_survives_into_the_next_one_on_the_same_worker() -> Non
             "print(sorted(os.listdir('/tmp')), sorted(os.listdir('/dev/shm')))\n"
             "print(ctypes.CDLL(None).shmget(0x4d46, 0, 0))\n"
             "print([open(f'/proc/{p}/cmdline','rb').read() for p in os.listdir('/proc') if p.isdigit()])\n")
-    with start_local_server(1, "bwrap", shutdown_linger_s=0.2) as (url, _stop):
+    with start_local_server(1, "bwrap", shutdown_linger_s=0.2, zygote=zygote) as (url, _stop):
         first, second = SandboxClient(url).run_batch_sync([ExecJob(code=leave), ExecJob(code=look)])
     assert first.status == "ok" and int(first.stdout) >= 0, first  # the segment was created
     listing, segment, processes = second.stdout.splitlines()
@@ -145,16 +146,36 @@ def test_nothing_of_a_job_survives_into_the_next_one_on_the_same_worker() -> Non
     assert "987.5" not in processes, processes
 
 
+def test_the_python_zygote_runs_the_same_jobs_the_same_way() -> None:
+    """zygote.py is the fallback where no C compiler exists: same protocol, same outcomes."""
+    jobs = [ExecJob(code="print(int(input()) * 2)", tests=[{"input": "2", "output": "4"}]),
+            ExecJob(code="import os\nprint(os.getuid(), os.getpid(), sorted(os.listdir('/tmp')))"),
+            ExecJob(code="while True:\n    pass\n", time_limit_s=1),
+            ExecJob(code="import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n"),
+            ExecJob(code="blocks = []\nwhile True:\n    blocks.append(bytearray(16 << 20))\n", memory_mb=128),
+            ExecJob(language="cpp", code="#include <cstdio>\nint main(){ return std::remove(\"/sandbox/build/a.out\") == 0; }",
+                    tests=["// nothing"])]
+    outcomes = {}
+    for zygote in ("c", "python"):
+        with start_local_server(1, "bwrap", shutdown_linger_s=0.2, zygote=zygote) as (url, _stop):
+            results = SandboxClient(url).run_batch_sync(jobs)
+        outcomes[zygote] = [(r.status, r.passed, r.stdout if i != 3 else "") for i, r in enumerate(results)]
+    assert outcomes["c"] == outcomes["python"]
+    assert [status for status, _, _ in outcomes["c"]] == ["ok", "ok", "timeout", "output_limit", "memory", "ok"]
+    assert outcomes["c"][1][2].split()[1:] == ["2", "[]"]  # pid 2 of its own namespace, an empty /tmp
+    assert outcomes["c"][5][1] is True  # the compiled binary could not delete itself: /sandbox/build is read-only
+
+
 def test_a_broken_sandbox_is_reported_not_scored_never_wrong() -> None:
     handle = start_local_server(1, "bwrap", shutdown_linger_s=0.2)
     with handle as (url, _stop):
-        # Break each job's setup after the start-up check: mounting its /tmp now fails inside the zygote.
-        handle.running.service.isolation.cfg.tmp_size_mb = -1
+        # Break each job's setup after the start-up check: the program's exec now fails inside the zygote.
+        handle.running.service.isolation.cfg.python = "/nonexistent/python3"
         results = SandboxClient(url, max_retries=2).run_batch_sync(
             [ExecJob(code="print(1)", tests=[{"input": "", "output": "1"}])])
         assert results[0].status == "sandbox_error" and results[0].passed is None and not results[0].scored
         assert "not scored" in results[0].detail and "did not start" in results[0].detail
-        assert "mount /tmp" in results[0].detail
+        assert "/nonexistent/python3" in results[0].detail
         assert _get(f"{url}/metrics")["by_status"]["sandbox_error"] == 3  # first try + 2 retries
 
 

@@ -202,6 +202,12 @@ static int wait_for_job(int control, pid_t init, int status_r) {
         break;
       }
       watched[0].fd = -1;  /* I is gone without a word: its own exit decides */
+      if (pidfd < 0) {     /* no pidfds (Linux < 5.3): wait for it directly */
+        int status;
+        waitpid(init, &status, 0);
+        code = exit_code(status);
+        break;
+      }
       continue;
     }
     if (watched[1].revents) {
@@ -253,6 +259,7 @@ int main(int argc, char **argv) {
         memcpy(fds, CMSG_DATA(h), (nfds < 3 ? nfds : 3) * sizeof(int));
       }
     if (size == 4 && !memcmp(message, "kill", 4) && nfds == 0) continue;  /* arrived after its job ended */
+    if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) nfds = -1;               /* rejected as malformed below */
     message[size] = 0;
     struct job job;
     char reply[2100];

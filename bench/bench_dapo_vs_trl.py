@@ -230,10 +230,23 @@ def _stage_context(paths, cfg, tok):
     return StageContext(paths, cfg, tok, Manifest(paths), progress=False)
 
 
+class SameProblems:
+    """The mixer's ``next_batch`` over TRL's dataset (``build``'s 256 math problems, shuffled with a seed), so
+    that both sides draw their prompts from the same problems whatever the stage config's data mix is."""
+
+    def __init__(self, problems: list, seed: int = 0) -> None:
+        order = torch.randperm(len(problems), generator=torch.Generator().manual_seed(seed)).tolist()
+        self.problems, self.cursor = [problems[i] for i in order], 0
+
+    def next_batch(self, n: int) -> list:
+        out = [self.problems[(self.cursor + i) % len(self.problems)] for i in range(n)]
+        self.cursor += n
+        return out
+
+
 def bench_ours(steps: int, warmup: int, report: dict[str, Any] | None = None,
                parts: dict[str, list[float]] | None = None) -> list[float]:
     from mathfirst_hpc.config import load_stage_config
-    from mathfirst_hpc.data.mix import DomainMixer
     from mathfirst_hpc.paths import RunPaths
 
     collect_iteration, learner_update, make_learner, make_engine = _our_loop_functions()
@@ -243,14 +256,14 @@ def bench_ours(steps: int, warmup: int, report: dict[str, Any] | None = None,
         f"rollout.prompts_per_batch={PROMPTS}", f"rollout.n_per_prompt={GENERATIONS}",
         f"rollout.max_response_len={NEW_TOKENS}", "rollout.num_shards=1", "rollout.batch_size=64",
         "dapo.dynamic_sampling=false", "dapo.mini_batches=1", "dapo.micro_batch_size=32",
-        "dapo.overlong_enable=false", "optim.lr=5e-4", "data.synthetic_size=256"])
+        "dapo.overlong_enable=false", "optim.lr=5e-4"])
     times = []
     with tempfile.TemporaryDirectory() as run_dir:
         paths = RunPaths(run_dir).make()
         ctx = _stage_context(paths, cfg, tok)
         backend = make_learner(cfg, model, steps + warmup)
         engine = make_engine(cfg, tok, backend)
-        mixer = DomainMixer(cfg.data, seed=0)
+        mixer = SameProblems(problems)
         counter = None
         if report is not None:
             counter = PassCounter(backend.model)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, ContextManager
 
 from .. import preemption
+from ..atomic import append_jsonl
 from ..config import RlStage, load_resolved
 from ..loop import InProcessLearner, latest_position, rollout_shard, shard_is_complete
 from ..manifest import Manifest
@@ -36,7 +37,6 @@ from ..records import DriverRecord, LearnerResult, RlState, RolloutResult
 from ..registry import EngineOptions, WeightsSource, build_engine
 from ..rollout.base import RolloutEngine
 from ..stage import StageContext, build_backend, initial_weights, make_context
-from ..atomic import append_jsonl
 from .jobbase import DistributedJob, MathfirstJob, run_dir_of
 from .launcher import Launcher, Request
 

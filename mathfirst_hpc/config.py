@@ -87,6 +87,9 @@ class GeneratorSpec:
     """Share of this generator among the domain's generators."""
     config: dict[str, Any] = field(default_factory=dict)
     """The generator's difficulty settings: reasoning-gym keyword arguments (e.g. {min_terms: 2, max_terms: 3})."""
+    solution: Literal["trace", "answer_only"] = "trace"
+    """SFT target of its rows: the worked trace, or only ``\\boxed{answer}`` (a model that knows the task's
+    answer format but not how to work it out, as a pretrained base model would)."""
 
 
 @dataclass(kw_only=True)

@@ -18,6 +18,7 @@ disjoint seeds and drops items whose prompt occurs in the training pool.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from typing import Any
 
@@ -49,10 +50,20 @@ def generated_problems(cfg: DataConfig, domain: str, n: int, seed: int, split: s
     problems: list[Problem] = []
     for gen, share in zip(gens, _shares(n, [g.weight for g in gens])):
         if gen.source == "synthetic":
-            problems.extend(make_problems(domain, share, seed, kind=gen.name, split=split))
+            made = make_problems(domain, share, seed, kind=gen.name, split=split)
         else:
-            problems.extend(make_rg_problems(domain, gen, share, seed, split=split))
+            made = make_rg_problems(domain, gen, share, seed, split=split)
+        if gen.solution == "answer_only":
+            made = [dataclasses.replace(p, solution=_boxed(p.solution)) for p in made]
+        problems.extend(made)
     return problems
+
+
+def _boxed(solution: str | None) -> str | None:
+    """The last ``\\boxed{...}`` of a worked solution, alone (the answer without the work)."""
+    if solution is None or "\\boxed{" not in solution:
+        return solution
+    return solution[solution.rindex("\\boxed{"):]
 
 
 def _prompt_key(problem: Problem) -> str:

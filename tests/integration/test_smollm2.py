@@ -20,19 +20,25 @@ pytestmark = [
 ]
 
 
-def test_gguf_loads_with_its_tokenizer_and_chat_template_and_answers_greedily() -> None:
-    from mathfirst_hpc.models import eos_ids, load_model, load_tokenizer, prompt_ids
-    from mathfirst_hpc.rollout.base import SamplingParams
-    from mathfirst_hpc.rollout.hf import HFEngine
+def test_gguf_loads_with_its_tokenizer_and_chat_template_and_knows_7_times_8() -> None:
+    """Real pretrained weights, not a random init: after "7*8 = " the model prefers 56 to its neighbours."""
+    import torch
+
+    from mathfirst_hpc.models import load_model, load_tokenizer, prompt_ids
 
     tok = load_tokenizer(GGUF)
     model = load_model(GGUF)
     assert 134_000_000 < sum(p.numel() for p in model.parameters()) < 135_000_000
     assert "<|im_start|>" in tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
-    engine = HFEngine(model, tok, eos_ids(tok), device="cpu")
-    ids = prompt_ids(tok, [{"role": "user", "content": "What is 7*8? Answer with the number only."}], 64)
-    out = engine.generate([ids], SamplingParams(n=1, temperature=1.0, top_p=1e-9, max_new_tokens=12))
-    assert "56" in out[0][0].text
+    prompt = prompt_ids(tok, [{"role": "user", "content": "What is 7*8?"}], 64) + tok("7*8 = ")["input_ids"]
+
+    def logprob(answer: str) -> float:
+        ids = tok(answer)["input_ids"]
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt + ids])).logits[0, len(prompt) - 1:-1]
+        return float(torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(ids)[:, None]).sum())
+
+    assert logprob("56") > max(logprob("54"), logprob("57"), logprob("63"), logprob("48"))
 
 
 def test_math_rl_from_the_base_model_exports_an_hf_folder_that_eval_reads(tmp_path: Path) -> None:

@@ -3,8 +3,8 @@
     .venv/bin/python bench/bench_outputs.py export [--shards 8] [--samples 2048] [--dir /tmp/x]
     .venv/bin/python bench/bench_outputs.py sinks [--iterations 300] [--sinks tensorboard] [--dir /tmp/x]
 
-export: a synthetic run dir (the tiny preset's trained tokenizer, vocab 512; shards of 256-token prompts and
-512-token responses with random token ids, recorded in the manifest like real ones) exported with
+export: a synthetic run dir (the tiny preset's trained tokenizer, vocab 512; shards of 256-token prompts shared by
+groups of 16 and 512-token responses, random token ids, recorded in the manifest like real ones) exported with
 ``export.export_rollouts``; prints rows/s and MB of shards read per second (the checksum of every shard is
 verified as it is read, as the CLI does). Random ids decode to longer strings than real text, so this is a
 pessimistic figure for the decode step.
@@ -45,7 +45,8 @@ def make_tokenizer(paths: RunPaths) -> int:
 
 
 def make_shard(n: int, vocab: int, rng: np.random.Generator, iteration: int, index: int) -> ShardData:
-    prompt = Ragged(rng.integers(0, vocab, n * 256, dtype=np.int32), np.arange(n + 1, dtype=np.int64) * 256)
+    per_group = rng.integers(0, vocab, (n // 16, 256), dtype=np.int32)  # a group's 16 samples share their prompt
+    prompt = Ragged(np.repeat(per_group, 16, axis=0).reshape(-1), np.arange(n + 1, dtype=np.int64) * 256)
     response = Ragged(rng.integers(0, vocab, n * 512, dtype=np.int32), np.arange(n + 1, dtype=np.int64) * 512)
     return ShardData(
         sample_id=np.arange(index * n, (index + 1) * n), group_id=np.arange(index * n, (index + 1) * n) // 16,

@@ -86,6 +86,13 @@ def _texts(tokenizer: Any, tokens: Ragged, drop: set[int]) -> list[str]:
     return texts
 
 
+def _group_prompts(data: ShardData, tokenizer: Any) -> list[str]:
+    """The prompt text of every row, decoded once per group (a group's samples share their prompt)."""
+    _groups, first, inverse = np.unique(data.group_id, return_index=True, return_inverse=True)
+    texts = _texts(tokenizer, data.prompt_tokens.take(first), set())
+    return [texts[i] for i in inverse.reshape(-1)]
+
+
 def _kept_ids(paths: RunPaths, stage: str, iteration: int, cache: dict[int, set[int]]) -> set[int]:
     if iteration not in cache:
         kept = paths.kept_batch(stage, iteration)
@@ -105,7 +112,7 @@ def shard_table(data: ShardData, tokenizer: Any, eos: set[int], policy_step: int
         "policy_step": column(policy_step, np.int64),
         "sample_id": data.sample_id.astype(np.int64), "group_id": data.group_id.astype(np.int64),
         "prompt_uid": data.prompt_uid,
-        "prompt": _texts(tokenizer, data.prompt_tokens, set()),
+        "prompt": _group_prompts(data, tokenizer),
         "response": _texts(tokenizer, data.response_tokens, eos),
         "domain": data.domain, "data_source": data.data_source,
         "reward": np.asarray(data.reward, np.float32), "score": np.asarray(data.score, np.float32),

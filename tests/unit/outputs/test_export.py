@@ -38,7 +38,8 @@ def test_round_trip_real_shards(tiny_run, tmp_path) -> None:
     assert rows.length.tolist() == first.response_length.tolist()
     eos = set(eos_ids(tokenizer))
     assert rows.response.iloc[3] == tokenizer.decode([t for t in first.response_tokens[3] if t not in eos])
-    assert rows.prompt.iloc[0] == tokenizer.decode(first.prompt_tokens[0].tolist())
+    assert rows.prompt.tolist() == [tokenizer.decode(first.prompt_tokens[i].tolist()) for i in range(len(first))]
+    assert rows.prompt.nunique() == len(set(first.group_id.tolist())) > 1  # one prompt per group
     assert rows.policy_step.tolist() == [shards[0][1]] * len(rows)
     # the kept flag agrees with kept.h5
     kept = read_shard(RunPaths(tiny_run).kept_batch("math_rl", 0))

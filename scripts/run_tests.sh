@@ -21,8 +21,8 @@ if [ "${MATHFIRST_NO_VLLM:-0}" != 1 ]; then
 fi
 
 # --- sandbox container image (tests marked `container`) -------------------------------------------------------
-# Built here with no registry by sandbox/build_image.sh (debootstrap + podman import + sandbox/Dockerfile): about
-# 4 min the first time on 2 loaded cores, ~30 s once cached. MATHFIRST_NO_CONTAINER=1 skips it (the container
+# Built here with no registry by sandbox/build_image.sh (debootstrap + podman import + sandbox/Dockerfile): 3-4 min
+# the first time on 2 loaded cores, 10-30 s after a code change, ~6 s when nothing changed. MATHFIRST_NO_CONTAINER=1 skips it (the container
 # tests then skip, saying why).
 if [ "$(id -u)" = 0 ] && [ "${MATHFIRST_NO_CONTAINER:-0}" != 1 ]; then
   bash sandbox/build_image.sh || echo "run_tests: the sandbox image could not be built; container tests will skip" >&2

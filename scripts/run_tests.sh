@@ -22,8 +22,8 @@ fi
 
 # --- sandbox container image (tests marked `container`) -------------------------------------------------------
 # Built here with no registry by sandbox/build_image.sh (debootstrap + podman import + sandbox/Dockerfile): 3-4 min
-# the first time on 2 loaded cores, 10-30 s after a code change, ~6 s when nothing changed. MATHFIRST_NO_CONTAINER=1 skips it (the container
-# tests then skip, saying why).
+# the first time on 2 loaded cores, 10-30 s after a code change, ~6 s when nothing changed.
+# MATHFIRST_NO_CONTAINER=1 skips it (the container tests then skip, saying why).
 if [ "$(id -u)" = 0 ] && [ "${MATHFIRST_NO_CONTAINER:-0}" != 1 ]; then
   bash sandbox/build_image.sh || echo "run_tests: the sandbox image could not be built; container tests will skip" >&2
 fi

@@ -19,7 +19,7 @@ held-out set must never be tuned on (tests/data/skills/README.md).
 from __future__ import annotations
 
 import argparse
-import json
+import inspect
 import time
 from pathlib import Path
 
@@ -73,7 +73,7 @@ def run_judge(args: argparse.Namespace, traces: list[S.LabelledTrace], pattern: 
 
 
 def auc(scores: list[float], positive: list[bool]) -> float | None:
-    """Probability that a random positive scores above a random negative (ties count half); None if one class is empty."""
+    """P(random positive scores above random negative), ties half; None when a class is empty."""
     pos = [s for s, y in zip(scores, positive) if y]
     neg = [s for s, y in zip(scores, positive) if not y]
     if not pos or not neg:
@@ -97,6 +97,8 @@ def run_forced_judge(args: argparse.Namespace, traces: list[S.LabelledTrace], pa
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
     load_s = time.perf_counter() - start
     yes_id, no_id = (tok.encode(w, add_special_tokens=False)[0] for w in (" yes", " no"))
+    # transformers >= 5 names the KV cache argument "cache"; older releases "past_key_values"
+    cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     start = time.perf_counter()
     p_yes: list[dict[str, float]] = []
     for trace in traces:
@@ -107,13 +109,12 @@ def run_forced_judge(args: argparse.Namespace, traces: list[S.LabelledTrace], pa
         for skill in S.SKILLS:
             ids = tok(piece + f"{skill}:", add_special_tokens=False, return_tensors="pt").input_ids
             with torch.no_grad():
-                out = model(input_ids=ids, past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+                out = model(input_ids=ids, use_cache=True, **{cache_kw: cache})
+            cache = out[cache_kw]
             probs[skill] = torch.softmax(out.logits[0, -1, [yes_id, no_id]], dim=0)[0].item()
             answer_id = yes_id if probs[skill] > 0.5 else no_id
             with torch.no_grad():
-                cache = model(input_ids=torch.tensor([[answer_id]]), past_key_values=cache,
-                              use_cache=True).past_key_values
+                cache = model(input_ids=torch.tensor([[answer_id]]), use_cache=True, **{cache_kw: cache})[cache_kw]
             piece = "\n"
         p_yes.append(probs)
     judge_s = time.perf_counter() - start

@@ -17,6 +17,7 @@ Layout::
       checkpoints/<stage>/step_000012/   model, optimizer, cursor, RNG, position; complete once meta.json is inside
       engine/<stage>/               HF weights a colocated vLLM engine starts from
       sandbox/address.json          where the stage's sandbox server listens
+      services/judge.json           where the judge server listens (``records.ServiceRecord``, ``service_address``)
       eval/                         offline evaluation outputs
       tb/<stage>/, wandb/           TensorBoard events and offline W&B runs (logging.sinks; paths in sinks.py)
       report/                       report.html, report.md and plots
@@ -67,6 +68,10 @@ class RunPaths:
     @property
     def sandbox_address(self) -> Path:
         return self.root / "sandbox" / "address.json"
+
+    def service_address(self, kind: str) -> Path:
+        """``records.ServiceRecord`` of a reward service job (the judge); the sandbox keeps ``sandbox_address``."""
+        return self.root / "services" / f"{kind}.json"
 
     @property
     def eval_dir(self) -> Path:

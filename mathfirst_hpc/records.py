@@ -261,3 +261,39 @@ class LaunchRecord:
     @classmethod
     def read(cls, path: Path) -> LaunchRecord:
         return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+@dataclass
+class ServiceRecord:
+    """Where a reward service of the run listens (``RunPaths.service_address``): written by the service itself
+    once it answers, read by the rollout tasks that score (``launch/services.py``)."""
+
+    kind: str
+    """judge | sandbox"""
+    url: str
+    """http://host:port, the OpenAI-compatible base URL for the judge."""
+    host: str = ""
+    port: int = 0
+    pid: int = 0
+    slurm_job_id: str | None = None
+    model: str = "judge"
+    """The model name the server answers to (``vllm serve`` uses the model path unless --served-model-name)."""
+    started_unix: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ServiceRecord:
+        return cls(**_known(cls, data))
+
+    def write(self, path: Path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def read(cls, path: Path) -> ServiceRecord | None:
+        """The record, or None when there is none (the service has not started, or stopped cleanly)."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError):
+            return None

@@ -8,7 +8,12 @@ word: ``CORRECT`` or ``INCORRECT``. The reply is parsed strictly (:func:`parse_v
 Backends, picked by ``reward.judge.backend`` from :data:`BACKENDS`:
 
 - ``hf``: transformers ``generate`` (greedy) on CPU or one GPU, batched with left padding;
-- ``vllm``: a vLLM engine (GPU); ``vllm`` is imported only inside :class:`VllmJudgeBackend`.
+- ``vllm``: a vLLM engine (GPU); ``vllm`` is imported only inside :class:`VllmJudgeBackend`;
+- ``openai``: :class:`OpenAiJudgeBackend`, HTTP POSTs to ``URL/v1/completions`` of an OpenAI-compatible server:
+  ``vllm serve MODEL`` on a GPU node, or ``python -m mathfirst_hpc.services.judge_server`` (HF, CPU, tests).
+  The Slurm path runs the judge as its own job (``launch/services.py``) and the rollout tasks use this client
+  with the recorded address. An unreachable or failing server is retried with a visible warning per attempt;
+  when the retries run out the batch's verdict is ``error`` (never a 0 the policy learns from).
 
 Usage::
 
@@ -21,8 +26,14 @@ random-init model, whose replies are gibberish and therefore exercise the "unpar
 
 from __future__ import annotations
 
+import json
+import logging
 import re
+import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from typing import Any, Protocol, Sequence
 
 from .base import RewardResult
@@ -88,6 +99,56 @@ class VllmJudgeBackend:
         from vllm import SamplingParams  # noqa: PLC0415
         outputs = self._llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=max_new_tokens))
         return [o.outputs[0].text for o in outputs]
+
+
+log = logging.getLogger("mathfirst_hpc.rewards")
+
+
+class JudgeUnavailable(RuntimeError):
+    """The judge server did not answer after every retry (its items get verdict 'error')."""
+
+
+class OpenAiJudgeBackend:
+    """Greedy completions from an OpenAI-compatible server (``POST URL/v1/completions``, a list of prompts).
+
+    ``retries`` attempts after the first, ``backoff_s`` doubling between them; each failed attempt logs a warning
+    (and prints it to stderr, the job log) naming the URL and the error, then :class:`JudgeUnavailable` is raised.
+    """
+
+    def __init__(self, url: str, model: str = "judge", retries: int = 3, backoff_s: float = 1.0,
+                 timeout_s: float = 120.0) -> None:
+        self.url, self.model = url.rstrip("/"), model
+        self.retries, self.backoff_s, self.timeout_s = retries, backoff_s, timeout_s
+
+    def _post(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        body = json.dumps({"model": self.model, "prompt": prompts, "max_tokens": max_new_tokens,
+                           "temperature": 0.0}).encode()
+        request = urllib.request.Request(f"{self.url}/v1/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            reply = json.loads(response.read())
+        choices = sorted(reply["choices"], key=lambda c: c.get("index", 0))
+        if len(choices) != len(prompts):
+            raise ValueError(f"{len(choices)} choices for {len(prompts)} prompts")
+        return [str(c["text"]) for c in choices]
+
+    def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        delay_s = self.backoff_s
+        for attempt in range(self.retries + 1):
+            try:
+                return self._post(prompts, max_new_tokens)
+            except (urllib.error.URLError, OSError, ValueError, KeyError) as exc:
+                message = (f"judge server {self.url} failed ({type(exc).__name__}: {exc}); "
+                           f"attempt {attempt + 1} of {self.retries + 1}"
+                           + (f", retrying in {delay_s:.1f} s" if attempt < self.retries else ", giving up: "
+                              "these samples get verdict 'error'"))
+                log.warning(message)
+                print(f"[judge] {message}", file=sys.stderr, flush=True)
+                if attempt == self.retries:
+                    raise JudgeUnavailable(message) from exc
+                time.sleep(delay_s)
+                delay_s *= 2
+        raise AssertionError("not reached")
 
 
 class Judge:

@@ -95,3 +95,85 @@ def test_hf_backend_plumbing_with_a_tiny_random_model() -> None:
     results = judge.judge_batch([("q", "100 C", "100"), ("q", "N2", "O2"), ("q", "100 C", "100")])
     assert len(results) == 3 and judge.calls == 2
     assert all(r.verdict == "unparseable" for r in results)  # random weights do not say CORRECT/INCORRECT
+
+
+# ---- the judge as an HTTP service (OpenAI-compatible /v1/completions) --------------------------------------------
+
+def test_openai_client_against_the_judge_server_gives_the_same_verdicts() -> None:
+    from mathfirst_hpc.rewards.judge import OpenAiJudgeBackend
+    from mathfirst_hpc.services.judge_server import start_server
+
+    backend = ScriptedBackend()
+    server = start_server(backend)
+    try:
+        judge = Judge(OpenAiJudgeBackend(server.url, retries=0), batch_size=2)
+        items = [("q1", "100 C", "100"), ("q3", "9.8 m/s^2", "10"), ("q4", "N2", "N2")]
+        assert [r.verdict for r in judge.judge_batch(items)] == ["correct", "incorrect", "correct"]
+        assert backend.batches == [2, 1] and server.requests_served == 2  # batches travel as lists of prompts
+    finally:
+        server.shutdown()
+
+
+def test_judge_server_with_a_tiny_hf_model_round_trips_its_replies() -> None:
+    from mathfirst_hpc.config import ModelConfig
+    from mathfirst_hpc.models import build_model, train_tokenizer
+    from mathfirst_hpc.rewards.judge import OpenAiJudgeBackend
+    from mathfirst_hpc.services.judge_server import start_server
+
+    tokenizer = train_tokenizer(["Reference answer: 100 C Student answer: 100 Verdict: CORRECT"] * 20, vocab_size=300)
+    model = build_model(ModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                                    intermediate_size=64, vocab_size=300), tokenizer)
+    hf = HfJudgeBackend(model, tokenizer)
+    prompts = ["Question: q\nReference answer: 100 C\nStudent answer: 100\nVerdict:", "Verdict:"]
+    server = start_server(hf)
+    try:
+        assert OpenAiJudgeBackend(server.url, retries=0).generate(prompts, 4) == hf.generate(prompts, 4)
+    finally:
+        server.shutdown()
+
+
+def test_unreachable_judge_server_is_retried_visibly_then_verdict_error(capsys: pytest.CaptureFixture) -> None:
+    import socket
+
+    from mathfirst_hpc.rewards.judge import OpenAiJudgeBackend
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    judge = Judge(OpenAiJudgeBackend(f"http://127.0.0.1:{port}", retries=2, backoff_s=0.01, timeout_s=2))
+    results = judge.judge_batch([("q", "a", "b"), ("q", "c", "d")])
+    assert [r.verdict for r in results] == ["error", "error"] and not any(r.scored for r in results)
+    assert all("JudgeUnavailable" in r.reason for r in results)
+    err = capsys.readouterr().err
+    assert err.count(f"judge server http://127.0.0.1:{port} failed") == 3  # the first try and 2 retries
+    assert "retrying in" in err and "giving up" in err
+
+
+def test_failing_judge_server_is_verdict_error_not_zero() -> None:
+    from mathfirst_hpc.rewards.judge import OpenAiJudgeBackend
+    from mathfirst_hpc.services.judge_server import start_server
+
+    server = start_server(ScriptedBackend(fail=True))  # answers HTTP 500
+    try:
+        results = Judge(OpenAiJudgeBackend(server.url, retries=1, backoff_s=0.01)).judge_batch([("q", "a", "a")])
+    finally:
+        server.shutdown()
+    assert results[0].verdict == "error" and "500" in results[0].reason
+
+
+def test_judge_server_refuses_bad_requests() -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    from mathfirst_hpc.services.judge_server import start_server
+
+    server = start_server(ScriptedBackend())
+    try:
+        request = urllib.request.Request(f"{server.url}/v1/completions", data=json.dumps({"max_tokens": 3}).encode())
+        with pytest.raises(urllib.error.HTTPError, match="400"):
+            urllib.request.urlopen(request, timeout=5)
+        with urllib.request.urlopen(f"{server.url}/v1/models", timeout=5) as response:
+            assert json.loads(response.read())["data"][0]["id"] == "judge"
+    finally:
+        server.shutdown()

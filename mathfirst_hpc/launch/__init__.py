@@ -9,6 +9,7 @@ Modules, in the order a submission goes through them::
     jobbase.py      submitit Checkpointable bases (state on disk; the requeue is the same call)
     launcher.py     Launcher: submit a stage's children (arrays), re-attach after a restart, wait
     phases.py       SlurmRollouts / SlurmLearner (the loop's runners as jobs) and the job bodies
+    services.py     the reward services as jobs (sandbox, judge server) and the router a rollout task scores with
     driver.py       the per-stage driver (loop.run_rl_loop with those runners); submit / resume / cancel
     jobs.py         the list of every job class
     slurm_state.py  job states from sacct/squeue (status, re-attaching, cancel)

@@ -4,9 +4,11 @@ A stage on Slurm is one light *driver* job (:class:`DriverJob`, 1 CPU) that runs
 loop, ``loop.run_rl_loop``, with the Slurm runners of ``phases.py``. Per iteration it
 
 1. plans generation batch 0 with the data mixer and submits a rollout job array (one task per shard);
-2. scores the shards in the driver (math and rule verifiers; the sandbox server is started once per stage when
-   code is in the mix); dynamic sampling drops the groups whose rewards are all equal and, while the train batch
-   is short, plans another generation batch and submits it as extra array tasks;
+2. reads the shards back scored: each rollout task scores its own shard (``phases.rollout_task``), with the
+   stage's sandbox and judge services (``services.py``: their own Slurm jobs, started here before the first
+   iteration and cancelled when the stage ends); the driver never scores (``phases.ScoredByTasks``). Dynamic
+   sampling drops the groups whose rewards are all equal and, while the train batch is short, plans another
+   generation batch and submits it as extra array tasks;
 3. writes ``iter_K/kept.h5`` and ``iter_K/driver.json`` (``records.DriverRecord``), then submits the learner job
    (``parallel.nodes`` x ``parallel.gpus_per_node`` tasks), whose checkpoint carries the HF export the next
    rollout array loads;
@@ -84,9 +86,10 @@ def launch_profile(launch: LaunchRecord) -> ClusterProfile:
 
 def drive_stage(run_dir: str | Path, stage: str, poll_s: float = 1.0) -> str:
     """Run one stage's job graph to its final checkpoint. Raises DriverStopped when a signal asks to stop."""
-    from ..loop import reward_router, run_rl_loop
+    from ..loop import run_rl_loop
     from ..stage import make_context, stage_start
-    from .phases import SftJob, SlurmLearner, SlurmRollouts
+    from .phases import ScoredByTasks, SftJob, SlurmLearner, SlurmRollouts
+    from .services import stage_services
 
     paths = RunPaths(run_dir)
     launch = read_launch(paths)
@@ -105,8 +108,9 @@ def drive_stage(run_dir: str | Path, stage: str, poll_s: float = 1.0) -> str:
         manifest.set_stage(stage, init_from=str(init_hf) if init_hf else None)
         # trains the run's tokenizer once, before any task; stop = a signal (the loop polls it between iterations)
         ctx = make_context(paths, cfg, should_stop=preemption.requested, progress=False)
-        with reward_router(ctx) as router:
-            if run_rl_loop(ctx, SlurmRollouts(ctx, launcher), SlurmLearner(ctx, launcher), router) != "final":
+        with stage_services(paths, cfg, launch_profile(launch)) as services:
+            if run_rl_loop(ctx, SlurmRollouts(ctx, launcher, services), SlurmLearner(ctx, launcher),
+                           ScoredByTasks()) != "final":
                 raise DriverStopped(preemption.reason() or "stop")
     if not manifest.is_final(stage):
         raise RunDirError(f"stage {stage} ended without a final checkpoint in {paths.root}")

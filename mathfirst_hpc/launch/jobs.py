@@ -4,6 +4,7 @@
     DriverJob, EvalJob             driver.py         a stage's driver; ``submit eval``
     RolloutTask, LearnerJob, SftJob phases.py        a rollout array task; an RL iteration's update; stage 1
     EvalArrayTask                  eval/harness.py   one task of an evaluation array
+    SandboxServiceJob, JudgeServiceJob services.py   a stage's reward services (sandbox, judge server)
 
 Usage::
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 from .driver import DriverJob, EvalJob
 from .jobbase import DistributedJob, MathfirstJob, run_dir_of
 from .phases import LearnerJob, RolloutTask, SftJob
+from .services import JudgeServiceJob, SandboxServiceJob
 
-__all__ = ["DistributedJob", "DriverJob", "EvalJob", "LearnerJob", "MathfirstJob", "RolloutTask", "SftJob",
-           "run_dir_of"]
+__all__ = ["DistributedJob", "DriverJob", "EvalJob", "JudgeServiceJob", "LearnerJob", "MathfirstJob", "RolloutTask",
+           "SandboxServiceJob", "SftJob", "run_dir_of"]

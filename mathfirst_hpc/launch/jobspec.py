@@ -9,7 +9,12 @@ role      resources                                              time limit
 driver    1 task, 1 CPU, <= 4 GB, cpu_partition, no GPU          slurm.driver_time_min
 rollout   1 task per array element, slurm.rollout_gpus GPUs      slurm.rollout_time_min
 learner   parallel.nodes x parallel.gpus_per_node tasks          slurm.learner_time_min
+sandbox   1 task, reward.sandbox.workers CPUs, cpu_partition     slurm.driver_time_min (lives as long as the stage)
+judge     1 task; 1 GPU for judge.backend vllm (GPU profiles)    slurm.driver_time_min
 ========  =====================================================  ==============================================
+
+The two service roles (``launch/services.py``) run on the host Python for the sandbox, in the profile's container
+for the judge (vLLM lives in the training image).
 
 Every job asks for ``--signal=USR1@<signal_lead_s>`` and ``--requeue``, and its batch script exports
 ``SUBMITIT_PREEMPT_SIGNAL=USR1`` so that submitit inside the job binds its checkpoint handler to that signal.
@@ -32,7 +37,7 @@ from ..config import StageConfig
 from ..errors import ConfigError
 from .profiles import ClusterProfile, ContainerProfile
 
-Role = Literal["driver", "rollout", "learner"]
+Role = Literal["driver", "rollout", "learner", "sandbox", "judge"]
 PREEMPT_SIGNAL = "USR1"
 DRIVER_MEM_GB = 4
 
@@ -157,4 +162,15 @@ def job_spec(role: Role, cfg: StageConfig, profile: ClusterProfile, name: str | 
                        tasks_per_node=par.gpus_per_node, cpus_per_task=cpus,
                        gpus_per_node=par.gpus_per_node if p.gpus_per_node else 0, mem_gb=mem_gb,
                        partition=p.partition, constraint=p.constraint)
+    if role == "sandbox":
+        workers = cfg.reward.sandbox.workers  # type: ignore[attr-defined]
+        return JobSpec(**{**common, "container": ContainerProfile()}, time_min=_cap(s.driver_time_min,
+                       p.time_limit_min), cpus_per_task=workers, mem_gb=mem_gb,
+                       partition=p.cpu_partition or p.partition)
+    if role == "judge":
+        on_gpu = cfg.reward.judge.backend == "vllm" and p.gpus_per_node > 0  # type: ignore[attr-defined]
+        return JobSpec(**common, time_min=_cap(s.driver_time_min, p.time_limit_min), cpus_per_task=cpus,
+                       gpus_per_node=1 if on_gpu else 0, mem_gb=mem_gb,
+                       partition=p.partition if on_gpu else (p.cpu_partition or p.partition),
+                       constraint=p.constraint if on_gpu else None)
     raise ValueError(f"unknown job role {role!r}")

@@ -9,7 +9,10 @@ The stage driver (``driver.py``) runs the one RL loop, ``loop.run_rl_loop``, wit
 The jobs (submitit ``Checkpointable``, see ``jobbase.py``) and what they run:
 
     RolloutTask   rollout_task: load the policy of ``policy_step`` (registry), generate its prompt slice with
-                  ``loop.rollout_shard`` -> ``iter_K/shard_BBSSS.h5`` (a complete shard is kept)
+                  ``loop.rollout_shard`` -> ``iter_K/shard_BBSSS.h5`` (a complete shard is kept), then score it
+                  there (``loop.score_shard``; the sandbox and judge services of ``services.py`` when the stage
+                  has them): scoring runs where the task's CPUs are, never in the 1-CPU driver, whose router
+                  (:class:`ScoredByTasks`) refuses to score
     LearnerJob    learner_iteration: ``loop.InProcessLearner`` - the same resume and update code as a colocated
                   run - trains the iteration's kept groups, then saves a checkpoint with the HF export the next
                   rollout array loads
@@ -23,6 +26,8 @@ at that micro-batch, so no optimizer step or data item is repeated or skipped.
 from __future__ import annotations
 
 import contextlib
+import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, ContextManager
@@ -30,7 +35,8 @@ from typing import Any, ContextManager
 from .. import preemption
 from ..atomic import append_jsonl
 from ..config import RlStage, load_resolved
-from ..loop import InProcessLearner, latest_position, rollout_shard, shard_is_complete
+from ..errors import RunDirError
+from ..loop import InProcessLearner, latest_position, rollout_shard, score_shard, shard_is_complete
 from ..manifest import Manifest
 from ..paths import RunPaths
 from ..records import DriverRecord, LearnerResult, RlState, RolloutResult
@@ -39,6 +45,8 @@ from ..rollout.base import RolloutEngine
 from ..stage import StageContext, build_backend, initial_weights, make_context
 from .jobbase import DistributedJob, MathfirstJob, run_dir_of
 from .launcher import Launcher, Request
+
+log = logging.getLogger("mathfirst_hpc.launch")
 
 
 def stage_context(run_dir: str | Path, stage: str, should_stop: Any = None) -> StageContext:
@@ -56,23 +64,57 @@ def stage_init_hf(paths: RunPaths, stage: str) -> Path | None:
 
 # ---- the runners (in the driver) ---------------------------------------------------------------------------------
 
-class SlurmRollouts:
-    """Each generation batch is one job array of the shards not complete yet (a restarted driver keeps the rest)."""
+def _scored(ctx: StageContext, path: Path, policy_step: int) -> bool:
+    """Complete, of this policy, and scored: nothing left for a task (an unscored one gets a task that scores it)."""
+    if not shard_is_complete(ctx, path, policy_step):
+        return False
+    entry = ctx.manifest.shard_entry(path)
+    return entry is not None and entry.scored
 
-    def __init__(self, ctx: StageContext, launcher: Launcher) -> None:
-        self.ctx, self.launcher = ctx, launcher
+
+class ScoredByTasks:
+    """The driver's reward router: the rollout tasks score their shards, so the loop only reads them back. A
+    shard that reaches the driver unscored is a bug (or a shard of an older version): say so, never score here."""
+
+    def score_batch(self, problems: Any, responses: Any) -> list:
+        raise RunDirError(f"a rollout shard reached the driver unscored ({len(responses)} samples): in phases mode "
+                          "each rollout task scores its own shard", hint="delete the shard; resume regenerates it")
+
+
+class SlurmRollouts:
+    """Each generation batch is one job array of the shards not complete and scored yet (a restarted driver keeps
+    the rest). A task whose reward service was unreachable leaves its shard unscored: the array is rerun for those
+    shards (after ``services.ensure()`` restarted the service), at most ``service_retries`` times, with a message."""
+
+    def __init__(self, ctx: StageContext, launcher: Launcher, services: Any = None, service_retries: int = 3) -> None:
+        self.ctx, self.launcher, self.services, self.service_retries = ctx, launcher, services, service_retries
         self._timings: dict[str, float] = {}
 
     def rollout(self, iteration: int, gen_batch: int, policy_step: int) -> list[Path]:
         ctx = self.ctx
         shards = [ctx.paths.gen_shard(ctx.stage, iteration, gen_batch, s)
                   for s in range(ctx.cfg.rollout.num_shards)]  # type: ignore[attr-defined]
-        requests = [Request({"kind": "rollout", "stage": ctx.stage, "iteration": iteration, "gen_batch": gen_batch,
-                             "shard": s, "policy_step": policy_step},
-                            RolloutTask(str(ctx.paths.root), ctx.stage, iteration, gen_batch, policy_step, s))
-                    for s, path in enumerate(shards) if not shard_is_complete(ctx, path, policy_step)]
         wall_start = time.perf_counter()
-        results: list[RolloutResult] = self.launcher.run("rollout", requests)
+        results: list[RolloutResult] = []
+        for attempt in range(self.service_retries + 1):
+            todo = [s for s, path in enumerate(shards) if not _scored(ctx, path, policy_step)]
+            if not todo:
+                break
+            if attempt > 0:
+                message = (f"{ctx.stage} iteration {iteration}: {len(todo)} shard(s) unscored, a reward service was "
+                           f"unreachable; restarting services and rescoring (retry {attempt} of "
+                           f"{self.service_retries})")
+                log.warning(message)
+                print(f"[driver] {message}", file=sys.stderr, flush=True)
+            if self.services is not None:
+                self.services.ensure()
+            results += self.launcher.run("rollout", [self._request(iteration, gen_batch, policy_step, s, attempt)
+                                                     for s in todo])
+        else:
+            if any(not _scored(ctx, path, policy_step) for path in shards):
+                raise RunDirError(f"{ctx.stage} iteration {iteration}: shards still unscored after "
+                                  f"{self.service_retries} retries (reward service unreachable)",
+                                  hint="see the rollout tasks' logs; fix the service, then mathfirst-hpc resume")
         for result in results:
             for part, seconds in result.timings.items():
                 self._add(part, seconds)  # summed over tasks
@@ -81,6 +123,14 @@ class SlurmRollouts:
         self._add("arrays", 1.0 if results else 0.0)
         self._add("rollout_wall_s", time.perf_counter() - wall_start)
         return shards
+
+    def _request(self, iteration: int, gen_batch: int, policy_step: int, shard: int, attempt: int) -> Request:
+        ctx = self.ctx
+        key = {"kind": "rollout", "stage": ctx.stage, "iteration": iteration, "gen_batch": gen_batch,
+               "shard": shard, "policy_step": policy_step}
+        if attempt:
+            key["rescore"] = attempt
+        return Request(key, RolloutTask(str(ctx.paths.root), ctx.stage, iteration, gen_batch, policy_step, shard))
 
     def _add(self, part: str, seconds: float) -> None:
         self._timings[part] = self._timings.get(part, 0.0) + seconds
@@ -140,16 +190,41 @@ def _engine(ctx: StageContext, policy_step: int) -> RolloutEngine:
                         EngineOptions(dtype=cfg.model.dtype, seed=cfg.seed))
 
 
-def rollout_task(run_dir: str, stage: str, iteration: int, gen_batch: int, shard_index: int,
-                 policy_step: int) -> RolloutResult:
-    """One rollout array element: its shard, and where its time went."""
-    start = time.perf_counter()
-    ctx = stage_context(run_dir, stage)
-    with ctx.timed("load_s"):
-        engine = _engine(ctx, policy_step)
+def generate_and_score(ctx: StageContext, engine: RolloutEngine, router: Any, iteration: int, gen_batch: int,
+                       shard_index: int, policy_step: int) -> Path:
+    """The shard, generated (kept when complete) then scored (kept when scored): a requeued task redoes only what
+    its predecessor did not finish. A reward service that cannot be reached (``services.ServiceUnavailable``)
+    leaves the shard generated and unscored, with a message: the driver restarts the service and reruns the task."""
+    from .services import ServiceUnavailable
+
     with ctx.timed("rollout_s"):
         path = rollout_shard(ctx, engine, iteration, gen_batch, shard_index, policy_step)
-    engine.close()
+    try:
+        with ctx.timed("reward_s"):
+            score_shard(ctx, router, path)
+    except ServiceUnavailable as exc:
+        print(f"[rollout] shard {path.name} left unscored: {exc}", file=sys.stderr, flush=True)
+    return path
+
+
+def rollout_task(run_dir: str, stage: str, iteration: int, gen_batch: int, shard_index: int,
+                 policy_step: int) -> RolloutResult:
+    """One rollout array element: its shard, generated and scored, and where its time went."""
+    from .services import task_router
+
+    start = time.perf_counter()
+    ctx = stage_context(run_dir, stage)
+    path = ctx.paths.gen_shard(stage, iteration, gen_batch, shard_index)
+    entry = ctx.manifest.shard_entry(path) if path.exists() else None
+    if entry is not None and entry.scored and entry.policy_step == policy_step:
+        return RolloutResult(str(path), {"task_s": time.perf_counter() - start})  # done before a requeue
+    with ctx.timed("load_s"):
+        engine = _engine(ctx, policy_step)
+    try:
+        with task_router(ctx) as router:
+            generate_and_score(ctx, engine, router, iteration, gen_batch, shard_index, policy_step)
+    finally:
+        engine.close()
     return RolloutResult(str(path), {**ctx.timings, "task_s": time.perf_counter() - start})
 
 

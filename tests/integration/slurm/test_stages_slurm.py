@@ -80,6 +80,7 @@ def test_rollout_array_of_four_writes_four_valid_shards(reference: Path) -> None
     assert final_meta(reference, "math_rl")["iteration"] == 1
     assert final_meta(reference, "math_rl")["step"] >= 2, "too few kept groups to preempt mid-iteration"
     assert "reward_mean" in plan["metrics"] and plan["kept_groups"] >= 2
+    assert plan["timings"]["tasks/reward_s"] > 0  # the rollout tasks scored their shards (the driver cannot)
 
 
 def _learner_job(run_dir: Path) -> str:
@@ -204,3 +205,20 @@ def test_local_executor_reproduces_the_slurm_run(sft_run: Path, reference: Path,
     children = {i["kind"] for i in manifest(run_dir)["jobs"].values() if i.get("executor") == "local"}
     assert children == {"rollout", "learner"}
     _assert_same_run(run_dir, reference)
+
+
+def test_judge_service_job_runs_for_the_stage_and_is_cancelled_after(sft_run: Path, reference: Path,
+                                                                    tmp_path: Path) -> None:
+    from .test_services_slurm import _tiny_judge
+
+    model = _tiny_judge(tmp_path / "judge")
+    run_dir = copy_run(sft_run, tmp_path / "run")
+    submit_stages(run_dir, "stage2", "local-dev", overrides=[*TINY, "math_rl:reward.judge.backend=hf",
+                                                             f"math_rl:reward.judge.model_path={model}"])
+    wait_final(run_dir, "math_rl")
+    services = jobs_of(run_dir, "service", "math_rl")
+    assert [i["key"]["service"] for i in services.values()] == ["judge"]
+    job = next(iter(services))
+    assert "[judge] serving judge on http://" in log_of(run_dir, job)
+    wait_for(lambda: job_states([job])[job] == "CANCELLED", 60, "the judge job cancelled at the stage's end")
+    assert_same_weights(final_weights(run_dir, "math_rl"), final_weights(reference, "math_rl"))  # math only

@@ -1,7 +1,7 @@
 """Reward services as real Slurm jobs on the local cluster (``launch/services.py``): the HF judge server and the
 sandbox start as their own jobs and record their addresses; the judge answers the OpenAI-compatible client; a
-``scancel``-ed judge is replaced by the next ``ensure()``; a ``scontrol requeue``-d sandbox comes back under the
-same job id with a new address; ``cancel()`` ends them all."""
+``scancel``-ed judge is replaced by the next ``ensure()``; a judge preempted with USR1 (submitit's handler) and a
+``scontrol requeue``-d sandbox come back under the same job id with a new address; ``cancel()`` ends them all."""
 
 from __future__ import annotations
 
@@ -55,6 +55,13 @@ def test_service_jobs_start_answer_survive_and_are_cancelled(dev_profile, tmp_pa
         wait_for(lambda: _dead(jobs["judge"]), 60, "the judge job to end")
         urls = services.ensure()  # resubmits it
         assert services.jobs()["judge"] != jobs["judge"] and healthy(urls["judge"])
+
+        judge_job, old = services.jobs()["judge"], service_address(paths, "judge")  # preemption: USR1
+        subprocess.run(["scancel", "--signal=USR1", judge_job], check=True, timeout=30)
+        wait_for(lambda: (rec := service_address(paths, "judge")) is not None and rec.pid != old.pid
+                 and healthy(rec.url), 180, "the preempted judge's new address")
+        assert services.ensure()["judge"] == service_address(paths, "judge").url
+        assert services.jobs()["judge"] == judge_job  # requeued by submitit, not resubmitted
 
         old = service_address(paths, "sandbox")
         subprocess.run(["scontrol", "requeue", jobs["sandbox"]], check=True, timeout=30)

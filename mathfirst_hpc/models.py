@@ -120,8 +120,16 @@ def load_model(path: Path | str, dtype: str = "float32") -> PreTrainedModel:
         raise ConfigError(f"model.path: no local model at {path} (need config.json + weights; "
                           "models are never downloaded from a hub)")
     folder, extra = _gguf_args(path)
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=_DTYPES[dtype], local_files_only=True,
-                                                attn_implementation="sdpa", **extra)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=_DTYPES[dtype], local_files_only=True,
+                                                 attn_implementation="sdpa", **extra)
+    if extra:
+        # transformers dequantized every GGUF tensor into a plain ``dtype`` parameter, but still tags the model as
+        # "quantized with gguf", which refuses save_pretrained: drop the tag so it trains and exports as usual
+        model.hf_quantizer = None
+        model.is_quantized = False
+        if getattr(model.config, "quantization_config", None) is not None:
+            del model.config.quantization_config
+    return model
 
 
 def prompt_ids(tokenizer: PreTrainedTokenizerFast, messages: list[dict[str, str]], max_len: int) -> list[int]:

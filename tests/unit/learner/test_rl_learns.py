@@ -16,24 +16,13 @@ from mathfirst_hpc.learner.torch_backend import TorchBackend
 from mathfirst_hpc.models import build_model, eos_ids, train_tokenizer
 from mathfirst_hpc.rollout.base import SamplingParams
 from mathfirst_hpc.rollout.hf import HFEngine
+from tests.support.rl_batches import learner_batch
 
 
 def _batch(groups, rewards: np.ndarray, pad_id: int) -> TokenBatch:
-    samples = [s for group in groups for s in group]
     gids = np.repeat(np.arange(len(groups)), len(groups[0]))
-    adv = group_advantages(rewards, gids)
-    width = max(len(s.prompt_token_ids) + len(s.token_ids) for s in samples)
-    ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
-    attention, mask = torch.zeros_like(ids), torch.zeros_like(ids)
-    old = torch.zeros((len(samples), width), dtype=torch.float32)
-    for i, s in enumerate(samples):
-        p, r = len(s.prompt_token_ids), len(s.token_ids)
-        ids[i, :p + r] = torch.tensor(s.prompt_token_ids + s.token_ids)
-        attention[i, :p + r] = 1
-        mask[i, p:p + r] = 1
-        old[i, p:p + r] = torch.tensor(s.logprobs)
-    return TokenBatch(input_ids=ids, attention_mask=attention, loss_mask=mask, old_logprobs=old,
-                      advantages=torch.tensor(adv, dtype=torch.float32), temperature=1.0)
+    advantages = torch.tensor(group_advantages(rewards, gids), dtype=torch.float32)
+    return learner_batch([s for group in groups for s in group], pad_id, 1.0, advantages)
 
 
 def test_dapo_raises_a_simple_reward() -> None:

@@ -16,32 +16,15 @@ import pytest
 import torch
 
 from mathfirst_hpc.config import ModelConfig, OptimConfig
-from mathfirst_hpc.learner.base import TokenBatch
 from mathfirst_hpc.learner.torch_backend import TorchBackend
 from mathfirst_hpc.models import build_model, eos_ids, prompt_ids, train_tokenizer
 from mathfirst_hpc.rollout.base import SamplingParams
 from mathfirst_hpc.rollout.hf import HFEngine
+from tests.support.rl_batches import learner_batch
 
 TEXTS = [f"Q: {a} plus {b}? A: \\boxed{{{a + b}}}" for a in range(40) for b in range(15)]
 QUESTIONS = ("Q: 3 plus 4?", "Q: 12 plus 30? and a longer prompt than the others", "Q: 1?")
 TOLERANCE = 1e-5
-
-
-def learner_batch(samples, pad_id: int, temperature: float) -> TokenBatch:
-    """Prompt + response rows, right padded, loss and rollout log-probs on the response (as the RL loop builds)."""
-    width = max(len(s.prompt_token_ids) + len(s.token_ids) for s in samples)
-    ids = torch.full((len(samples), width), pad_id, dtype=torch.long)
-    attention = torch.zeros_like(ids)
-    loss_mask = torch.zeros_like(ids)
-    old = torch.zeros(ids.shape)
-    for row, s in enumerate(samples):
-        p, r = len(s.prompt_token_ids), len(s.token_ids)
-        ids[row, :p + r] = torch.tensor(s.prompt_token_ids + s.token_ids)
-        attention[row, :p + r] = 1
-        loss_mask[row, p:p + r] = 1
-        old[row, p:p + r] = torch.tensor(s.logprobs)
-    return TokenBatch(input_ids=ids, attention_mask=attention, loss_mask=loss_mask, old_logprobs=old,
-                      temperature=temperature)
 
 
 @pytest.fixture(scope="module")

@@ -48,15 +48,20 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _last_config(run_dir: Path) -> Any:
+def _configured(run_dir: Path, stages: Sequence[str]) -> Any:
+    """The resolved config of the first stage in ``stages`` that the run dir has one for."""
     from ..config import load_resolved
     from ..paths import RunPaths
 
     paths = RunPaths(run_dir)
-    for stage in reversed(STAGES):
+    for stage in stages:
         if paths.stage_config(stage).exists():
             return load_resolved(paths.stage_config(stage))
     raise RunDirError(f"{run_dir}: no stage config under config/ (is this a run dir?)")
+
+
+def _last_config(run_dir: Path) -> Any:
+    return _configured(run_dir, tuple(reversed(STAGES)))
 
 
 def heldout_sets(run_dir: Path | str, size: int | None = None) -> dict[str, list[Problem]]:
@@ -72,17 +77,6 @@ COLUMNS = ("base", *STAGES)
 """Table columns in order: the pretrained base model (runs that start from one), then each stage's final."""
 
 
-def _first_config(run_dir: Path) -> Any:
-    from ..config import load_resolved
-    from ..paths import RunPaths
-
-    paths = RunPaths(run_dir)
-    for stage in STAGES:
-        if paths.stage_config(stage).exists():
-            return load_resolved(paths.stage_config(stage))
-    raise RunDirError(f"{run_dir}: no stage config under config/ (is this a run dir?)")
-
-
 def stage_models(run_dir: Path | str) -> dict[str, tuple[str, Path]]:
     """column -> (tag, HF weights): 'base' when the run starts from a pretrained model.path, then each stage
     with a final checkpoint, in curriculum order. The tag names the weights (cache key)."""
@@ -92,7 +86,7 @@ def stage_models(run_dir: Path | str) -> dict[str, tuple[str, Path]]:
 
     paths = RunPaths(run_dir)
     found: dict[str, tuple[str, Path]] = {}
-    first = _first_config(Path(run_dir))
+    first = _configured(Path(run_dir), STAGES)
     if first.model.preset is None and first.model.path:
         base = resolve_model_path(first.model.path)
         found["base"] = (base.name, base)

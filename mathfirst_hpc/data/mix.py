@@ -24,6 +24,7 @@ from typing import Any
 
 from ..config import DataConfig, resolve_data_path
 from ..errors import DataError
+from ..rewards.extract import last_boxed
 from .base import Problem
 from .guru import load_problems
 from .reasoning_gym import make_rg_problems
@@ -61,9 +62,8 @@ def generated_problems(cfg: DataConfig, domain: str, n: int, seed: int, split: s
 
 def _boxed(solution: str | None) -> str | None:
     """The last ``\\boxed{...}`` of a worked solution, alone (the answer without the work)."""
-    if solution is None or "\\boxed{" not in solution:
-        return solution
-    return solution[solution.rindex("\\boxed{"):]
+    answer = last_boxed(solution) if solution else None
+    return solution if answer is None else f"\\boxed{{{answer}}}"
 
 
 def _prompt_key(problem: Problem) -> str:

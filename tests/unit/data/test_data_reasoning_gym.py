@@ -114,3 +114,10 @@ def test_our_verifier_agrees_with_reasoning_gym_on_references_and_wrong_answers(
     assert c["wrong/ours"] == 0
     if name != "gsm_symbolic":
         assert c["wrong/theirs"] == 0
+
+
+def test_answer_only_rows_keep_just_the_boxed_answer() -> None:
+    cfg = load_stage_config("sft", "tiny", [
+        "data.mix.stem={generators: [{name: mc_arith, source: synthetic, solution: answer_only}]}"], check_files=False)
+    problems = generated_problems(cfg.data, "stem", 6, 0)
+    assert [p.solution for p in problems] == [f"\\boxed{{{p.ground_truth}}}" for p in problems]

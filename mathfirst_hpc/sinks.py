@@ -266,12 +266,25 @@ def _leveldb_records(data: bytes) -> Iterator[bytes]:
             parts = b""
 
 
+def _segments(paths: RunPaths, run_id: str) -> list[Path]:
+    """The stage's offline segments, oldest first. wandb names them offline-run-<YYYYmmdd_HHMMSS>-<id>, and adds
+    -1, -2, ... when two processes start the same id within one second (a fast resume), so the suffix sorts too."""
+    pattern = re.compile(rf"offline-run-(\d{{8}}_\d{{6}})-{re.escape(run_id)}(?:-(\d+))?")
+    found = []
+    for directory in wandb_root(paths).glob(f"offline-run-*{run_id}*"):
+        match = pattern.fullmatch(directory.name)
+        log_path = directory / f"run-{run_id}.wandb"
+        if match and log_path.is_file():
+            found.append(((match.group(1), int(match.group(2) or 0)), log_path))
+    return [log_path for _, log_path in sorted(found)]
+
+
 def wandb_history(paths: RunPaths, stage: str) -> list[tuple[int, dict[str, Any]]]:
     """(step, {key: value}) of every history row in the stage's offline W&B segments, oldest segment first."""
     from wandb.proto import wandb_internal_pb2 as pb
     run_id = wandb_run_id(paths, stage)
     rows = []
-    for path in sorted(wandb_root(paths).glob(f"offline-run-*-{run_id}/run-{run_id}.wandb")):
+    for path in _segments(paths, run_id):
         for raw in _leveldb_records(path.read_bytes()):
             record = pb.Record()
             try:

@@ -136,3 +136,18 @@ def test_stage_rows_reads_appends_incrementally_and_rereads_a_rewritten_file(tmp
     rows = sinks.stage_rows(path, "sft")
     assert [r["step"] for r in rows] == list(range(1, 9)) and all(r.get("redo") for r in rows)
     assert sinks.stage_rows(path, "math_rl") == []
+
+
+def test_wandb_segments_started_in_the_same_second_are_all_read_in_order(tmp_path) -> None:
+    """wandb names a second segment of the same id started within one second offline-run-<time>-<id>-1."""
+    paths = RunPaths(tmp_path)
+    run_id = sinks.wandb_run_id(paths, "joint_rl")
+    names = [f"offline-run-20261129_204708-{run_id}-1", f"offline-run-20261129_204709-{run_id}",
+             f"offline-run-20261129_204708-{run_id}", f"offline-run-20261129_204708-{run_id}-10",
+             f"offline-run-20261129_204708-{run_id}-2", "offline-run-20261129_204708-other-id"]
+    for name in names:
+        (sinks.wandb_root(paths) / name).mkdir(parents=True)
+        (sinks.wandb_root(paths) / name / f"run-{run_id}.wandb").write_bytes(b":W&B")
+    order = [p.parent.name.removeprefix("offline-run-") for p in sinks._segments(paths, run_id)]
+    assert order == [f"20261129_204708-{run_id}", f"20261129_204708-{run_id}-1", f"20261129_204708-{run_id}-2",
+                     f"20261129_204708-{run_id}-10", f"20261129_204709-{run_id}"]

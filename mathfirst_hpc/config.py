@@ -111,8 +111,11 @@ class DataConfig:
     synthetic_size: int = 256
     """Training items per domain made by the generators when a domain has no files."""
     heldout_size: int = 256
-    """Held-out items per domain for ``eval --heldout``: drawn with seeds disjoint from training, and any item whose
-    prompt also occurs in the training pool is dropped (small generators repeat themselves)."""
+    """Held-out items per domain for ``eval --heldout``: drawn with seeds disjoint from training, from the held-out
+    part of the problem space (one prompt hash in eight), which the training pool never contains."""
+    heldout_samples: int = 1
+    """``eval --heldout`` decoding when ``--n`` is not given: 1 = greedy, k = pass@1 averaged over k samples at the
+    rollout temperature (the policy RL trains; DAPO's avg@k)."""
     shuffle_seed: int = 0
 
 
@@ -382,6 +385,7 @@ def _validate_data(cfg: StageConfig, check_files: bool) -> None:
                 _check(path.exists(), f"data.mix.{domain}.files", f"file not found: {path}")
     _check(d.synthetic_size >= 1, "data.synthetic_size", "must be >= 1")
     _check(d.heldout_size >= 1, "data.heldout_size", "must be >= 1")
+    _check(d.heldout_samples >= 1, "data.heldout_samples", "must be >= 1")
     if check_files and cfg.model.path is not None:
         _check(resolve_model_path(cfg.model.path).exists(), "model.path",
                f"local model folder not found: {cfg.model.path} (models are never downloaded from a hub)")

@@ -417,7 +417,7 @@ def collect_iteration(ctx: StageContext, rollouts: RolloutRunner, router: Any, m
         sampling.add(len(np.unique(data.group_id)), len(keep_groups))
         if len(keep_groups):
             kept_parts.append(data.select(np.flatnonzero(np.isin(data.group_id, keep_groups))))
-    if not sampling.full:
+    if not sampling.full and max_batches > 1:  # with one generation batch allowed, a short batch is the plan
         log.warning("dynamic sampling: %d of %d groups after %d generation batches (limit); training on those",
                     sampling.groups_kept, needed, sampling.gen_batches)
     kept = ShardData.concat(kept_parts) if kept_parts else None

@@ -16,7 +16,8 @@ import click
 @click.option("--heldout", is_flag=True,
               help="With --run-dir: the paper-style table on the run's generated held-out sets (seeds disjoint from "
                    "training), one column per stage; writes RUN_DIR/eval/heldout.json. --n 1 = greedy.")
-@click.option("--n", "n", default=1, show_default=True, type=int, help="Samples per problem (avg@n, pass@k).")
+@click.option("--n", "n", default=None, type=click.IntRange(min=1),
+              help="Samples per problem (avg@n, pass@k) [default: 1; with --heldout the run's data.heldout_samples].")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False),
               help="Benchmark files: the Reasoning360 parquet layout or each benchmark's own format.")
 @click.option("--profile", default=None, help="Cluster profile (name or YAML path): run chunks as a Slurm job array.")
@@ -36,7 +37,7 @@ import click
 @click.option("--sandbox-url", default=None, help="Running sandbox server for code [default: start a local one].")
 @click.option("--sandbox-isolation", type=click.Choice(["bwrap", "none"]), default="bwrap", show_default=True,
               help="Isolation of the local sandbox ('none' only for trusted code).")
-def eval_cmd(checkpoints: tuple[str, ...], run_dir: str | None, benchmarks: str | None, heldout: bool, n: int,
+def eval_cmd(checkpoints: tuple[str, ...], run_dir: str | None, benchmarks: str | None, heldout: bool, n: int | None,
              data_dir: str | None,
              profile: str | None, out: str | None, backend: str, temperature: float, top_p: float,
              max_new_tokens: int, max_prompt_len: int, chunk_size: int, limit: int | None, seed: int,
@@ -53,6 +54,7 @@ def eval_cmd(checkpoints: tuple[str, ...], run_dir: str | None, benchmarks: str 
         return
     if benchmarks is None:
         raise click.UsageError("give --benchmarks (or --heldout with --run-dir)")
+    n = 1 if n is None else n
     from ..config import RewardConfig, SandboxClientConfig
     from ..eval.harness import EvalConfig, comparison_markdown, evaluate
     from ..paths import RunPaths

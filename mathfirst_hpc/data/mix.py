@@ -12,13 +12,19 @@ from a state never repeats or skips an item. A state from other data (different 
 
 Each domain's items come from its files (Guru parquet/jsonl, every row of each file routed to that domain), or,
 with no files, from its generators (reasoning-gym or our synthetic kinds, ``data.synthetic_size`` items in all;
-with no generators, every default synthetic kind). ``heldout_problems`` draws the domain's held-out set from
-disjoint seeds and drops items whose prompt occurs in the training pool.
+with no generators, every default synthetic kind). Generated domains split the problem space itself: a prompt
+whose hash falls in bucket 0 of ``HELDOUT_BUCKETS`` is held out, and only such prompts are. The training pool
+skips them; ``heldout_problems`` draws (from its own seeds) only them. Both sides then follow the same
+distribution and can never share a prompt. (Dropping training prompts from an independent draw instead, as
+before, biased the held-out set towards the hardest items: a 32k pool covers nearly every 2- and 3-term chain
+sum, which left 4-term sums only.) A small space repeats prompts inside the held-out set: it is a sample, with
+replacement, of the held-out part of the space.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
 from typing import Any
 
@@ -70,29 +76,52 @@ def _prompt_key(problem: Problem) -> str:
     return "\n".join(m["content"] for m in problem.prompt)
 
 
+HELDOUT_BUCKETS = 8
+"""One prompt in eight (by hash) belongs to the held-out part of a generated domain."""
+
+
+def is_heldout_prompt(problem: Problem) -> bool:
+    """Whether this prompt lies in the held-out part of the problem space (training never sees it)."""
+    return hashlib.sha256(_prompt_key(problem).encode()).digest()[0] % HELDOUT_BUCKETS == 0
+
+
+def _drawn(cfg: DataConfig, domain: str, n: int, seed: int, split: str, heldout: bool) -> list[Problem]:
+    """``n`` generated items of one side of the split, drawing more until there are enough."""
+    kept: list[Problem] = []
+    drawn = n + n // 4 + 8 if not heldout else n * HELDOUT_BUCKETS + 64
+    while True:
+        made = generated_problems(cfg, domain, drawn, seed, split=split)
+        kept = [p for p in made if is_heldout_prompt(p) == heldout]
+        if len(kept) >= n or drawn >= 64 * (n + 8):
+            return kept[:n]
+        drawn *= 2
+
+
+def training_pool(cfg: DataConfig, domain: str, seed: int) -> list[Problem]:
+    """The ``data.synthetic_size`` training items of a generated domain (no held-out prompt among them)."""
+    return _drawn(cfg, domain, cfg.synthetic_size, seed, "train", heldout=False)
+
+
 def heldout_problems(cfg: DataConfig, domain: str, seed: int, n: int | None = None) -> list[Problem]:
-    """The held-out set of a generated domain: ``data.heldout_size`` items drawn with seeds disjoint from training,
-    without any item whose prompt occurs in the training pool. Raises DataError for file-backed domains (their
-    held-out sets are benchmarks: ``eval --benchmarks``)."""
+    """The held-out set of a generated domain: ``data.heldout_size`` items from the held-out part of the problem
+    space, drawn with seeds disjoint from training. Raises DataError for file-backed domains (their held-out sets
+    are benchmarks: ``eval --benchmarks``)."""
     if cfg.mix[domain].files:
         raise DataError(f"data.mix.{domain} reads files: it has no generated held-out set",
                         hint="evaluate file-backed domains with eval --benchmarks")
     n = cfg.heldout_size if n is None else n
-    seen = {_prompt_key(p) for p in generated_problems(cfg, domain, cfg.synthetic_size, seed)}
-    kept: list[Problem] = []
-    drawn = n
-    while len(kept) < n and drawn <= 16 * n:  # draw more when training overlap removed some
-        kept = [p for p in generated_problems(cfg, domain, drawn, seed, split="heldout") if _prompt_key(p) not in seen]
-        kept = list({_prompt_key(p): p for p in kept}.values())[:n]  # no duplicates inside the held-out set either
-        drawn *= 2
-    return kept
+    held = _drawn(cfg, domain, n, seed, "heldout", heldout=True)
+    if len(held) < n:
+        raise DataError(f"data.mix.{domain}: only {len(held)} of {n} held-out items could be drawn",
+                        hint="the generator's problem space is too small; lower data.heldout_size")
+    return held
 
 
 def load_domain(cfg: DataConfig, domain: str, seed: int) -> list[Problem]:
     """Problems of one mix entry: its files in order, or generated items when it has none."""
     mix = cfg.mix[domain]
     if not mix.files:
-        return generated_problems(cfg, domain, cfg.synthetic_size, seed)
+        return training_pool(cfg, domain, seed)
     problems: list[Problem] = []
     for file in mix.files:
         path = resolve_data_path(cfg, file)

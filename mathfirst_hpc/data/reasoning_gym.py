@@ -16,8 +16,8 @@ verifier with reasoning-gym's own ``score_answer`` on correct and perturbed answ
 
 Seeds: the training pool of generator ``name`` for run seed ``s`` uses ``seed_for(s, name, "train")`` and the
 held-out pool ``seed_for(s, name, "heldout")``; different seeds do not guarantee different items for small
-generators, so :func:`~mathfirst_hpc.data.mix.heldout_problems` also drops held-out items whose prompt occurs in
-the training pool.
+generators, so ``data/mix.py`` also splits the problem space by prompt hash (training never sees a held-out
+prompt).
 
 Worked solutions (the stage 1 SFT traces): for arithmetic expressions we write a step-by-step trace by evaluating
 the expression's syntax tree one operation at a time (``4 - 1 = 3. 3 - 7 = -4. \\boxed{-4}``); ``gsm_symbolic``

@@ -362,14 +362,16 @@ def _chain(r: random.Random, terms: int) -> tuple[str, list[str], int]:
 
 
 def _stem_mc_arith(r: random.Random) -> Item:
-    expr, steps, value = _chain(r, r.randint(2, 3))
+    expr, steps, value = _chain(r, r.randint(2, 4))
     opts, letter = _options(r, str(value), [str(value + d) for d in r.sample((-3, -2, -1, 1, 2, 3), 4)])
     return (f"Which value equals {expr}? {opts}. Answer with a letter.", letter,
             ". ".join(steps + [f"{value} is {letter}"]) + f". \\boxed{{{letter}}}", {"kind": "mc_arith"})
 
 
 def _sim_trace(r: random.Random) -> Item:
-    expr, steps, value = _chain(r, r.randint(2, 3))
+    # 2-4 terms, as the tiny math mix: with 2-3 only ~4,200 programs exist, and a 32k training pool leaves no
+    # unseen ones for the held-out set
+    expr, steps, value = _chain(r, r.randint(2, 4))
     parts = expr.split(" ")
     lines = [f"x = {parts[0]}"] + [f"x = x {op} {term}" for op, term in zip(parts[1::2], parts[2::2])]
     code = "\n".join(lines + ["print(x)"])

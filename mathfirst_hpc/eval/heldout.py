@@ -4,8 +4,8 @@
 
 For every stage of the run that has a final checkpoint (sft, math_rl, joint_rl), the model answers the held-out
 set of every domain in the run's mixes (``data.mix`` of the last stage configured; domains with generators
-only). Held-out sets come from :func:`mathfirst_hpc.data.mix.heldout_problems`: seeds disjoint from training, and
-no item whose prompt occurs in the training pool. Answers are scored with the same reward router as training.
+only). Held-out sets come from :func:`mathfirst_hpc.data.mix.heldout_problems`: seeds disjoint from training,
+from the held-out part of the problem space (by prompt hash), which training never sees. Answers are scored with the same reward router as training.
 
 Decoding is **greedy** by default (``samples=1``): top-p -> 0 keeps only the most likely token, which is the
 greedy choice in our engines (the first token of the nucleus is always kept). ``samples=k`` instead reports
@@ -150,9 +150,10 @@ def _cached(path: Path, checkpoint: str) -> list[dict[str, Any]] | None:
     return rows[1:]
 
 
-def evaluate_heldout(run_dir: Path | str, samples: int = 1, size: int | None = None,
+def evaluate_heldout(run_dir: Path | str, samples: int | None = None, size: int | None = None,
                      progress: Progress | None = None) -> dict[str, dict[str, float]]:
-    """Evaluate every final stage checkpoint on the held-out sets; write and return the heldout table."""
+    """Evaluate every final stage checkpoint on the held-out sets; write and return the heldout table.
+    ``samples`` None = the run's ``data.heldout_samples`` (1 = greedy)."""
     from ..paths import RunPaths
 
     run_dir = Path(run_dir)
@@ -161,6 +162,8 @@ def evaluate_heldout(run_dir: Path | str, samples: int = 1, size: int | None = N
     if not any(column in models for column in STAGES):
         raise RunDirError(f"{run_dir}: no stage has a final checkpoint yet", hint="run a stage first")
     cfg = _last_config(run_dir)
+    if samples is None:
+        samples = cfg.data.heldout_samples
     sets = heldout_sets(run_dir, size)
     problems = [p for domain in sorted(sets) for p in sets[domain]]
     rollout = getattr(cfg, "rollout", None)
@@ -174,7 +177,7 @@ def evaluate_heldout(run_dir: Path | str, samples: int = 1, size: int | None = N
     out_dir = paths.eval_dir / "heldout"
     table, detail = {}, {}
     for stage, (name, weights) in models.items():
-        cache = out_dir / f"{stage}.jsonl"
+        cache = out_dir / (f"{stage}.jsonl" if samples == 1 else f"{stage}.n{samples}.jsonl")
         tag = f"{name}|samples={samples}|size={len(problems)}"
         rows = _cached(cache, tag)
         if rows is None:

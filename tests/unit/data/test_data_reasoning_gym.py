@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mathfirst_hpc.config import GeneratorSpec, RewardConfig, load_stage_config
-from mathfirst_hpc.data.mix import DomainMixer, generated_problems, heldout_problems
+from mathfirst_hpc.data.mix import DomainMixer, generated_problems, heldout_problems, is_heldout_prompt, training_pool
 from mathfirst_hpc.data.reasoning_gym import arithmetic_trace, make_rg_problems, rg_entry, seed_for
 from mathfirst_hpc.data.synthetic import EXTRA_KINDS, make_problems
 from mathfirst_hpc.errors import DataError
@@ -49,12 +49,27 @@ def test_rg_entry_gives_the_row_back_for_its_own_scorer() -> None:
 
 def test_heldout_is_disjoint_from_training_and_seeds_differ() -> None:
     assert seed_for(0, "chain_sum", "train") != seed_for(0, "chain_sum", "heldout")
-    cfg = load_stage_config("math_rl", "tiny", check_files=False)
-    train = {p.prompt[0]["content"] for p in generated_problems(cfg.data, "math", cfg.data.synthetic_size, cfg.seed)}
+    cfg = load_stage_config("math_rl", "tiny", ["data.synthetic_size=4096"], check_files=False)
+    pool = training_pool(cfg.data, "math", cfg.seed)
+    train = {p.prompt[0]["content"] for p in pool}
     held = heldout_problems(cfg.data, "math", cfg.seed, 200)
-    assert len(held) == 200
+    assert len(pool) == 4096 and len(held) == 200
     assert not train & {p.prompt[0]["content"] for p in held}
-    assert len({p.prompt[0]["content"] for p in held}) == 200
+    assert all(is_heldout_prompt(p) for p in held) and not any(is_heldout_prompt(p) for p in pool)
+
+
+def test_heldout_follows_the_training_distribution() -> None:
+    """The held-out part of the space is chosen by prompt hash, not by what training happened to draw: the term
+    counts of held-out chain sums match the training pool's (dropping seen prompts instead left 4-term sums only)."""
+    cfg = load_stage_config("math_rl", "tiny", ["data.synthetic_size=8192"], check_files=False)
+
+    def term_shares(problems) -> list[float]:
+        counts = [p.prompt[0]["content"].split("=")[0].count(" + ") + p.prompt[0]["content"].split("=")[0].count(" - ")
+                  for p in problems]
+        return [counts.count(k) / len(counts) for k in (1, 2, 3)]
+
+    train, held = term_shares(training_pool(cfg.data, "math", 0)), term_shares(heldout_problems(cfg.data, "math", 0))
+    assert all(abs(a - b) < 0.1 for a, b in zip(train, held)), (train, held)
 
 
 def test_generators_share_the_domain_by_weight_and_the_mixer_resumes() -> None:

@@ -76,3 +76,17 @@ def test_study_end_to_end_on_a_minimal_tiny_run(tmp_path: Path) -> None:
     assert all(0.0 <= v <= 1.0 for row in table.values() for v in row.values())
     assert set(summary["arms"]) == {"sft", "curriculum", "ablation"}
     assert (tmp_path / "study.md").exists() and (tmp_path / "study.png").exists()
+
+
+@pytest.mark.slow
+def test_tiny_sft_reaches_non_trivial_heldout_math_on_a_smaller_budget(tmp_path: Path) -> None:
+    """The tiny preset's SFT, on fewer steps than the demo's 550, answers unseen chain sums: greedy held-out math
+    well above a random-init model's 0% (measured 48% at 400 steps on 2 quiet cores, 36 s)."""
+    from mathfirst_hpc.eval.heldout import evaluate_heldout
+    from mathfirst_hpc.run import run_curriculum
+
+    results = run_curriculum(tmp_path, ["sft"], "tiny", ["sft:steps=400", "data.synthetic_size=8192",
+                                                          "data.heldout_size=128"], progress=False)
+    assert results == {"sft": "final"}
+    table = evaluate_heldout(tmp_path, samples=1)
+    assert table["sft"]["math"] >= 0.25, table

@@ -134,8 +134,11 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for domain, items in sorted(by_domain.items()):
         n = len(items)
         correct = sum(1 for r in items if r["score"] >= 1.0)
-        low, high = wilson_interval(correct, n)
-        out[domain] = {"n": n, "correct": correct, "accuracy": correct / n, "ci95": [low, high],
+        problems = len({r["uid"] for r in items})
+        # the k samples of one problem are not independent: the interval counts problems, not samples
+        low, high = wilson_interval(round(correct * problems / n), problems)
+        out[domain] = {"n": n, "problems": problems, "correct": correct, "accuracy": correct / n,
+                       "ci95": [low, high],
                        "unparseable": sum(r["verdict"] == "unparseable" for r in items) / n,
                        "error": sum(r["verdict"] == "error" for r in items) / n}
     return out
@@ -212,7 +215,8 @@ def heldout_markdown(table: dict[str, dict[str, float]], detail: dict[str, Any] 
             cells.append(f"{100 * sum(vals) / len(vals):.1f}" if vals else "-")
         lines.append("| non-math mean | " + " | ".join(cells) + " |")
     if detail:
-        n = {d: detail["stages"][stages[0]][d]["n"] for d in domains if d in detail["stages"][stages[0]]}
+        first = detail["stages"][stages[0]]
+        n = {d: first[d].get("problems", first[d]["n"]) for d in domains if d in first}
         lines.append(f"\n{detail['decoding']}; held-out problems per domain: "
                      + ", ".join(f"{d} {k}" for d, k in n.items()))
     return "\n".join(lines)

@@ -13,6 +13,7 @@ import ast
 import json
 import math
 import re
+import warnings
 from typing import Any
 
 from .extract import answer_tag, last_boxed, last_fenced_block, strip_think
@@ -30,7 +31,9 @@ def parse_value(text: Any) -> Any:
     except (ValueError, TypeError):
         pass
     try:
-        return ast.literal_eval(s)
+        with warnings.catch_warnings():  # model text like "1.2.3" warns "invalid decimal literal" on stderr
+            warnings.simplefilter("ignore", SyntaxWarning)
+            return ast.literal_eval(s)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return s
 

@@ -21,13 +21,22 @@ def test_wilson_interval_matches_known_values_and_edges() -> None:
 
 
 def test_summarize_counts_correct_unparseable_and_errors() -> None:
-    rows = [{"domain": "math", "score": 1.0, "verdict": "correct"},
-            {"domain": "math", "score": 0.0, "verdict": "unparseable"},
-            {"domain": "math", "score": 0.0, "verdict": "error"},
-            {"domain": "logic", "score": 0.0, "verdict": "incorrect"}]
+    rows = [{"uid": "m0", "domain": "math", "score": 1.0, "verdict": "correct"},
+            {"uid": "m1", "domain": "math", "score": 0.0, "verdict": "unparseable"},
+            {"uid": "m2", "domain": "math", "score": 0.0, "verdict": "error"},
+            {"uid": "l0", "domain": "logic", "score": 0.0, "verdict": "incorrect"}]
     s = summarize(rows)
     assert s["math"]["accuracy"] == pytest.approx(1 / 3) and s["math"]["unparseable"] == pytest.approx(1 / 3)
     assert s["math"]["error"] == pytest.approx(1 / 3) and s["logic"]["accuracy"] == 0.0
+
+
+def test_the_interval_of_k_samples_counts_problems_not_samples() -> None:
+    """avg@k: 4 samples of each of 100 problems are not 400 independent trials; the interval is the one of 100."""
+    rows = [{"uid": f"p{i}", "domain": "math", "score": float(i < 50), "verdict": "correct" if i < 50 else "incorrect"}
+            for i in range(100) for _ in range(4)]
+    s = summarize(rows)["math"]
+    assert (s["n"], s["problems"], s["accuracy"]) == (400, 100, 0.5)
+    assert s["ci95"] == pytest.approx(list(wilson_interval(50, 100)))
 
 
 def test_heldout_markdown_has_one_row_per_domain_and_the_non_math_mean() -> None:

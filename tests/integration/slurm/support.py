@@ -81,11 +81,11 @@ TINY = [
     "math_rl:steps=1", "math_rl:rollout.num_shards=4", "math_rl:rollout.prompts_per_batch=8",
     "math_rl:rollout.n_per_prompt=4", "math_rl:rollout.max_response_len=16", "math_rl:dapo.overlong_buffer_len=4",
     "math_rl:dapo.max_gen_batches=2", "math_rl:dapo.mini_batches=4", "math_rl:dapo.micro_batch_size=2",
-    "math_rl:checkpoint.keep_last=3",
+    "math_rl:checkpoint.keep_last=3", "data.synthetic_size=2048",
 ]
 """A stage 1 of two optimizer steps; a stage 2 of one iteration: a 4-task rollout array, a second one when dynamic
 sampling keeps fewer than 8 groups, then up to 4 mini-batches (optimizer steps) of at least 2 micro-batches
-(a group is 4 samples)."""
+(a group is 4 samples). A 2k data pool: every job builds it, and the preset's 32k takes seconds per job."""
 
 
 def manifest(run_dir: Path) -> dict:

@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
-from typing import Any
+from typing import Any, Callable
 
 from .extract import brace_group
 from .math_parse import MathParseError, evaluate_safely, parse_tex
@@ -195,25 +195,30 @@ _RELATIONS = (("\\le", "<="), ("\\ge", ">="), ("\\ne", "!="), ("<=", "<="), (">=
               ("<", "<"), (">", ">"), ("=", "="))
 
 
-def split_top(s: str, seps: tuple[str, ...] = (",",)) -> list[str]:
-    """Split at separators that sit outside every bracket and brace."""
-    parts, depth, start, i = [], 0, 0, 0
+def _cut_top_level(s: str, match: Callable[[str, int], tuple[int, str] | None]) -> tuple[list[str], list[str]]:
+    """Cut ``s`` wherever ``match(s, i)`` finds a cut (its length and label) outside every bracket and brace;
+    returns the stripped pieces and the labels of the cuts between them."""
+    pieces, labels, depth, start, i = [], [], 0, 0, 0
     while i < len(s):
         ch = s[i]
         if ch in _OPENERS:
             depth += 1
         elif ch in _CLOSERS:
             depth -= 1
-        elif depth == 0:
-            for sep in seps:
-                if s.startswith(sep, i):
-                    parts.append(s[start:i])
-                    start = i + len(sep)
-                    i = start - 1
-                    break
+        elif depth == 0 and (cut := match(s, i)) is not None:
+            pieces.append(s[start:i].strip())
+            labels.append(cut[1])
+            i = start = i + cut[0]
+            continue
         i += 1
-    parts.append(s[start:])
-    return [p.strip() for p in parts]
+    pieces.append(s[start:].strip())
+    return pieces, labels
+
+
+def split_top(s: str, seps: tuple[str, ...] = (",",)) -> list[str]:
+    """Split at separators that sit outside every bracket and brace."""
+    return _cut_top_level(s, lambda text, i: next(((len(sep), sep) for sep in seps if text.startswith(sep, i)),
+                                                  None))[0]
 
 
 def _closes_at_end(s: str) -> bool:
@@ -287,27 +292,15 @@ def _spliced(parts: list[str]) -> tuple[Node, ...]:
     return tuple(out)
 
 
+def _relation_at(s: str, i: int) -> tuple[int, str] | None:
+    """The relation operator starting at ``s[i]`` (its length and canonical form); ``\\le`` not in ``\\left``."""
+    return next(((len(tex), op) for tex, op in _RELATIONS if s.startswith(tex, i)
+                 and not (tex[0] == "\\" and s[i + len(tex):i + len(tex) + 1].isalpha())), None)
+
+
 def _split_relations(s: str) -> tuple[list[str], list[str]]:
     """Pieces and relation operators (as ``<``, ``<=``, ``=``, ``!=``, ``>``, ``>=``) at bracket depth 0."""
-    pieces, ops, depth, start, i = [], [], 0, 0, 0
-    while i < len(s):
-        ch = s[i]
-        if ch in _OPENERS:
-            depth += 1
-        elif ch in _CLOSERS:
-            depth -= 1
-        elif depth == 0:
-            match = next(((tex, op) for tex, op in _RELATIONS if s.startswith(tex, i)
-                          and not (tex[0] == "\\" and s[i + len(tex):i + len(tex) + 1].isalpha())), None)
-            if match is not None:
-                pieces.append(s[start:i].strip())
-                ops.append(match[1])
-                i += len(match[0])
-                start = i
-                continue
-        i += 1
-    pieces.append(s[start:].strip())
-    return pieces, ops
+    return _cut_top_level(s, _relation_at)
 
 
 def _mentions(text: str, var: str) -> bool:

@@ -5,7 +5,8 @@
 For every stage of the run that has a final checkpoint (sft, math_rl, joint_rl), the model answers the held-out
 set of every domain in the run's mixes (``data.mix`` of the last stage configured; domains with generators
 only). Held-out sets come from :func:`mathfirst_hpc.data.mix.heldout_problems`: seeds disjoint from training,
-from the held-out part of the problem space (by prompt hash), which training never sees. Answers are scored with the same reward router as training.
+from the held-out part of the problem space (by prompt hash), which training never sees. Answers are scored
+with the same reward router as training.
 
 Decoding is **greedy** by default (``samples=1``): top-p -> 0 keeps only the most likely token, which is the
 greedy choice in our engines (the first token of the nucleus is always kept). ``samples=k`` instead reports

@@ -87,7 +87,6 @@ def is_heldout_prompt(problem: Problem) -> bool:
 
 def _drawn(cfg: DataConfig, domain: str, n: int, seed: int, split: str, heldout: bool) -> list[Problem]:
     """``n`` generated items of one side of the split, drawing more until there are enough."""
-    kept: list[Problem] = []
     drawn = n + n // 4 + 8 if not heldout else n * HELDOUT_BUCKETS + 64
     while True:
         made = generated_problems(cfg, domain, drawn, seed, split=split)

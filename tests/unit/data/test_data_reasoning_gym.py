@@ -64,8 +64,8 @@ def test_heldout_follows_the_training_distribution() -> None:
     cfg = load_stage_config("math_rl", "tiny", ["data.synthetic_size=8192"], check_files=False)
 
     def term_shares(problems) -> list[float]:
-        counts = [p.prompt[0]["content"].split("=")[0].count(" + ") + p.prompt[0]["content"].split("=")[0].count(" - ")
-                  for p in problems]
+        left_sides = [p.prompt[0]["content"].split("=")[0] for p in problems]
+        counts = [side.count(" + ") + side.count(" - ") for side in left_sides]
         return [counts.count(k) / len(counts) for k in (1, 2, 3)]
 
     train, held = term_shares(training_pool(cfg.data, "math", 0)), term_shares(heldout_problems(cfg.data, "math", 0))

@@ -24,7 +24,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from .atomic import write_json
 
@@ -36,6 +36,28 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
     """The fields of ``cls`` present in ``data`` (unknown keys of newer writers are ignored)."""
     names = {f.name for f in dataclasses.fields(cls)}
     return {k: v for k, v in data.items() if k in names}
+
+
+class DictRecord:
+    """``to_dict``/``from_dict`` of a dataclass record: its fields as a dict, and back (unknown keys ignored)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        return cls(**_known(cls, data))
+
+
+class FileRecord(DictRecord):
+    """A record that is a JSON file of its own (written atomically)."""
+
+    def write(self, path: Path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def read(cls, path: Path) -> Self:
+        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 # ---- checkpoints -----------------------------------------------------------------------------------------------
@@ -102,7 +124,7 @@ class RlState:
 # ---- an iteration ----------------------------------------------------------------------------------------------
 
 @dataclass
-class DriverRecord:
+class DriverRecord(FileRecord):
     """``iter_K/driver.json``: an iteration's rollouts are collected (written after ``kept.h5``, as the marker)."""
 
     iteration: int
@@ -116,20 +138,6 @@ class DriverRecord:
     metrics: dict[str, Any] = field(default_factory=dict)
     """Rollout metrics (rewards, accuracy per domain, kept fraction, lengths)."""
     timings: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DriverRecord:
-        return cls(**_known(cls, data))
-
-    def write(self, path: Path) -> None:
-        write_json(path, self.to_dict())
-
-    @classmethod
-    def read(cls, path: Path) -> DriverRecord:
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 @dataclass
@@ -154,7 +162,7 @@ class IterationRecord:
 # ---- manifest entries ------------------------------------------------------------------------------------------
 
 @dataclass
-class ShardEntry:
+class ShardEntry(DictRecord):
     """A complete rollout shard in the manifest (keyed by its path relative to the run dir)."""
 
     sha256: str
@@ -163,16 +171,9 @@ class ShardEntry:
     """Rewards are in the shard (``sha256`` is then the scored file's)."""
     policy_step: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ShardEntry:
-        return cls(**_known(cls, data))
-
 
 @dataclass
-class JobEntry:
+class JobEntry(DictRecord):
     """A submitted job in the manifest (keyed by its job id)."""
 
     kind: str
@@ -187,33 +188,19 @@ class JobEntry:
     submitted_unix: float = field(default_factory=time.time)
     dependency: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> JobEntry:
-        return cls(**_known(cls, data))
-
 
 # ---- job results -----------------------------------------------------------------------------------------------
 
 @dataclass
-class RolloutResult:
+class RolloutResult(DictRecord):
     """A rollout task's shard and where its time went (``load_s``, ``generate_s``, ``task_s``, ...)."""
 
     shard: str
     timings: dict[str, float] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RolloutResult:
-        return cls(**_known(cls, data))
-
 
 @dataclass
-class LearnerResult:
+class LearnerResult(DictRecord):
     """What one iteration's learner update did."""
 
     iteration: int
@@ -227,18 +214,11 @@ class LearnerResult:
     """Stopped inside the iteration; an emergency checkpoint holds the position."""
     timings: dict[str, float] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LearnerResult:
-        return cls(**_known(cls, data))
-
 
 # ---- launch.json -----------------------------------------------------------------------------------------------
 
 @dataclass
-class LaunchRecord:
+class LaunchRecord(FileRecord):
     """How the run was submitted: ``resume`` and every child job reuse it."""
 
     profile: dict[str, Any]
@@ -248,23 +228,9 @@ class LaunchRecord:
     preset: str = "tiny"
     submitted_unix: float = field(default_factory=time.time)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LaunchRecord:
-        return cls(**_known(cls, data))
-
-    def write(self, path: Path) -> None:
-        write_json(path, self.to_dict())
-
-    @classmethod
-    def read(cls, path: Path) -> LaunchRecord:
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
 
 @dataclass
-class ServiceRecord:
+class ServiceRecord(FileRecord):
     """Where a reward service of the run listens (``RunPaths.service_address``): written by the service itself
     once it answers, read by the rollout tasks that score (``launch/services.py``)."""
 
@@ -280,18 +246,8 @@ class ServiceRecord:
     """The model name the server answers to (``vllm serve`` uses the model path unless --served-model-name)."""
     started_unix: float = field(default_factory=time.time)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ServiceRecord:
-        return cls(**_known(cls, data))
-
-    def write(self, path: Path) -> None:
-        write_json(path, self.to_dict())
-
-    @classmethod
-    def read(cls, path: Path) -> ServiceRecord | None:
+    def read(cls, path: Path) -> ServiceRecord | None:  # type: ignore[override]
         """The record, or None when there is none (the service has not started, or stopped cleanly)."""
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))

@@ -35,7 +35,7 @@ from mathfirst_hpc.rewards import RewardRouter  # noqa: E402
 
 # generator -> (domain, difficulty config) as the presets use them (stages/tiny, stages/smollm2-135m)
 PRESET_GENERATORS: dict[str, tuple[str, dict[str, Any]]] = {
-    "chain_sum": ("math", {"min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 1}),
+    "chain_sum": ("math", {"min_terms": 2, "max_terms": 4, "min_digits": 1, "max_digits": 1}),
     "basic_arithmetic": ("math", {"min_terms": 2, "max_terms": 3, "max_digits": 2}),
     "gsm_symbolic": ("math", {}),
 }

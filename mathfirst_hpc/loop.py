@@ -61,7 +61,7 @@ from .paths import RunPaths
 from .records import DriverRecord, IterationRecord, LearnerResult, RlState, ShardEntry
 from .rollout.base import RolloutEngine, SamplingParams
 from .shards import Ragged, ShardData, empty_rewards, read_shard, update_rewards, write_shard
-from .stage import (StageContext, barrier, engine_asleep, load_latest, log_metrics, make_mixer,
+from .stage import (StageContext, barrier, engine_asleep, load_latest, log_metrics, make_mixer, rank_and_world,
                     save_stage_checkpoint, sync_weights, train_step)
 
 log = logging.getLogger("mathfirst_hpc")
@@ -126,16 +126,28 @@ class InProcessRollouts:
     (``shares_weights``), the learner's weights are pushed into it when the policy step changes."""
 
     def __init__(self, ctx: StageContext, engine: RolloutEngine, learner: LearnerBackend | None = None,
-                 shares_weights: bool = True) -> None:
+                 shares_weights: bool = True, router: Any = None) -> None:
         self.ctx, self.engine, self.learner, self.shares_weights = ctx, engine, learner, shares_weights
+        self.router = router
         self._synced_step: int | None = None
 
     def rollout(self, iteration: int, gen_batch: int, policy_step: int) -> list[Path]:
-        if self.learner is not None and self._synced_step != policy_step:
+        if self.learner is not None and self._synced_step != policy_step:  # a collective for sharded learners
             self.ctx.timings["weight_sync_s"] = sync_weights(self.engine, self.learner, self.shares_weights)
             self._synced_step = policy_step
-        return [rollout_shard(self.ctx, self.engine, iteration, gen_batch, s, policy_step)
-                for s in range(self.ctx.cfg.rollout.num_shards)]  # type: ignore[attr-defined]
+        shards = range(self.ctx.cfg.rollout.num_shards)  # type: ignore[attr-defined]
+        rank, world = rank_and_world()
+        if world == 1:  # the loop scores them
+            return [rollout_shard(self.ctx, self.engine, iteration, gen_batch, s, policy_step) for s in shards]
+        # Several ranks (torchrun, one allocation): each generates and scores its share of the shards, as a rollout
+        # task would; once all are done every rank reads them all back (scored, so the loop only reads them).
+        if self.router is None:
+            raise ValueError("InProcessRollouts over several ranks needs the reward router")
+        for s in shards[rank::world]:
+            score_shard(self.ctx, self.router, rollout_shard(self.ctx, self.engine, iteration, gen_batch, s,
+                                                             policy_step))
+        barrier()
+        return [self.ctx.paths.gen_shard(self.ctx.stage, iteration, gen_batch, s) for s in shards]
 
     def learner_turn(self) -> ContextManager[None]:
         return engine_asleep(self.engine)

@@ -227,6 +227,8 @@ class LaunchRecord(FileRecord):
     init_from: str | None = None
     preset: str = "tiny"
     submitted_unix: float = field(default_factory=time.time)
+    mode: str = "phases"
+    """phases: a driver job per stage with rollout arrays and learner jobs; allocation: one job per stage."""
 
 
 @dataclass

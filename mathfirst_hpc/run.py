@@ -111,12 +111,12 @@ def run_rl(ctx: StageContext, init_hf: Path | None) -> str:
     backend = build_backend(ctx, init_hf, total_steps=cfg.steps * cfg.dapo.mini_batches)
     engine, shares_weights = make_engine(ctx, backend)
     learner = InProcessLearner(ctx, backend)  # resumes from the latest checkpoint
-    rollouts = InProcessRollouts(ctx, engine, backend, shares_weights)
     try:
-        with reward_router(ctx) as router:
+        with reward_router(ctx) as router:  # with several ranks each scores its own shards (InProcessRollouts)
+            rollouts = InProcessRollouts(ctx, engine, backend, shares_weights, router)
             return run_rl_loop(ctx, rollouts, learner, router)
     finally:
-        rollouts.close()
+        engine.close()
         learner.close()
 
 

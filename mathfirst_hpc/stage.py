@@ -213,6 +213,14 @@ def barrier() -> None:
         dist.barrier()
 
 
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes in the default process group ((0, 1) without one)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def save_stage_checkpoint(ctx: StageContext, backend: LearnerBackend, state: dict[str, Any], step: int,
                           final: bool = False, meta: dict[str, Any] | None = None) -> Path:
     """Every rank calls this. Sharded backends (Megatron) write one state file per rank; rank 0 writes the
@@ -257,22 +265,24 @@ def load_latest(ctx: StageContext, backend: LearnerBackend) -> dict[str, Any] | 
     A partial optimizer step in it is what this rank resumes (``records.partial_for_rank``)."""
     latest = ckpt.latest_checkpoint(ctx.paths.checkpoints(ctx.stage))
     if latest is None:
-        _truncate_metrics(ctx, step=0)
+        _truncate_metrics(ctx, (0, 0))
         return None
     barrier()  # rank 0 may still be finalising a checkpoint another rank is about to look for
     state = ckpt.load_rank_state(latest, rank=backend.rank if backend.sharded else 0)
     backend.load_state_dict(state["backend"])
     ckpt.restore_rng(state["rng"])
-    _truncate_metrics(ctx, step=state["step"])
+    _truncate_metrics(ctx, (state["step"], state.get("iteration")))
     state["partial"] = partial_for_rank(state.get("partial"), backend.rank)
     log.info("resumed %s from %s", ctx.stage, latest)
     return state
 
 
-def _truncate_metrics(ctx: StageContext, step: int) -> None:
-    """Drop this stage's metric lines past the resumed step: the redone steps log them again, once."""
+def _truncate_metrics(ctx: StageContext, resumed: tuple[int, int | None]) -> None:
+    """Drop this stage's metric lines that the resumed checkpoint (step, iteration) does not cover: the redone
+    steps log them again, once. ``sinks.covered``: RL lines by iteration (one that keeps no group logs the step of
+    the iteration before it), SFT lines by step."""
     rows = read_jsonl(ctx.paths.metrics)
-    keep = [r for r in rows if r.get("stage") != ctx.stage or r.get("step", 0) <= step]
+    keep = [r for r in rows if r.get("stage") != ctx.stage or sinks.covered(r, resumed)]
     if len(keep) != len(rows):
         write_text(ctx.paths.metrics, "".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
 

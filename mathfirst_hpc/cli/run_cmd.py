@@ -46,11 +46,17 @@ def run(run_dir: str, stages: str, preset: str, init_from: str | None, no_progre
               help="Cluster profile: a name under slurm/profiles/ or a YAML path.")
 @preset_option
 @init_from_option
-@click.option("--dry-run", is_flag=True, help="Print the driver batch file and the resolved config; submit nothing.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the stage job's batch file and the resolved config; submit nothing.")
+@click.option("--mode", type=click.Choice(["phases", "allocation"]), default="phases", show_default=True,
+              help="phases: a 1-CPU driver job per stage submits rollout arrays and learner jobs; allocation: one "
+                   "job of parallel.nodes x parallel.gpus_per_node tasks runs the whole stage, generation and "
+                   "training taking turns on the same devices.")
 @overrides_argument
-def submit(target: str, run_dir: str, profile: str, preset: str, init_from: str | None, dry_run: bool,
+def submit(target: str, run_dir: str, profile: str, preset: str, init_from: str | None, dry_run: bool, mode: str,
            overrides: tuple[str, ...]) -> None:
-    """Submit a stage's job graph to Slurm: one driver job per stage (rollout arrays, rewards, learner jobs).
+    """Submit stages to Slurm: per stage, a driver job (rollout arrays, rewards, learner jobs) or, with --mode
+    allocation, one job that holds the stage's nodes and runs it whole.
 
     Stage N+1 waits on stage N (afterok), or starts at once when stage N is final in the run dir. For eval,
     KEY=VALUE set evaluation options (benchmarks=[math500], n=4, limit=50).
@@ -60,7 +66,7 @@ def submit(target: str, run_dir: str, profile: str, preset: str, init_from: str 
     if target.strip().lower() == "eval":
         click.echo(describe([submit_eval(run_dir, profile, list(overrides))]))
         return
-    click.echo(describe(submit_stages(run_dir, target, profile, preset, list(overrides), init_from, dry_run)))
+    click.echo(describe(submit_stages(run_dir, target, profile, preset, list(overrides), init_from, dry_run, mode)))
 
 
 @click.command()

@@ -16,6 +16,12 @@ loop, ``loop.run_rl_loop``, with the Slurm runners of ``phases.py``. Per iterati
 
 Stage 1 (SFT) has no rollouts: its driver submits one learner job for the whole stage.
 
+One-allocation mode (``submit --mode allocation``, recorded in launch.json): no driver; each stage is one
+``phases.StageJob`` of ``parallel.nodes`` x ``parallel.gpus_per_node`` tasks that runs the stage as ``run`` does
+(``run.run_stage``: the same loop with both runners in-process, the ranks sharing the rollout shards), chained
+with ``afterok`` like the drivers, requeued on preemption, resumed from the run dir. Its reward services run inside
+it (``loop.reward_router`` on every rank).
+
 Resume: the driver keeps no state of its own. The latest checkpoint's meta.json says which iteration is next
 (``loop.latest_position``), driver.json whether its rollouts are collected, the manifest which shards are complete
 and which jobs were submitted. A driver killed at any point (``kill -9`` included) and started again re-attaches to
@@ -41,6 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from submitit.core.utils import FailedJobError, UncompletedJobError
+
 from .. import STAGES
 from .. import preemption
 from ..config import build_dataclass, canonical_stage, load_resolved, to_dict
@@ -52,12 +60,15 @@ from . import slurm_state
 from .executors import batch_script, make_executor
 from .jobbase import MathfirstJob, run_dir_of
 from .jobspec import job_spec
-from .launcher import DriverStopped, Launcher, Request
+from .launcher import STAGE_JOB_KINDS, DriverStopped, Launcher, Request
 from .profiles import ClusterProfile, check_partitions, load_profile
 
 log = logging.getLogger("mathfirst_hpc.launch")
 PREVIOUS_STAGE = {"sft": None, "math_rl": "sft", "joint_rl": "math_rl"}
 TARGETS = {"all": list(STAGES)}
+MODES = ("phases", "allocation")
+"""How ``submit`` runs a stage: phases = a 1-CPU driver job that submits rollout arrays and a learner job per
+iteration; allocation = one job of nodes x tasks that runs the whole stage (``phases.StageJob``)."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -65,8 +76,8 @@ TARGETS = {"all": list(STAGES)}
 # ---------------------------------------------------------------------------------------------------------------
 
 def write_launch(paths: RunPaths, profile: ClusterProfile, stages: list[str], init_from: str | None,
-                 preset: str) -> None:
-    LaunchRecord(to_dict(profile), stages, init_from, preset).write(paths.launch_file)
+                 preset: str, mode: str = "phases") -> None:
+    LaunchRecord(to_dict(profile), stages, init_from, preset, mode=mode).write(paths.launch_file)
 
 
 def read_launch(paths: RunPaths) -> LaunchRecord:
@@ -88,7 +99,7 @@ def drive_stage(run_dir: str | Path, stage: str, poll_s: float = 1.0) -> str:
     """Run one stage's job graph to its final checkpoint. Raises DriverStopped when a signal asks to stop."""
     from ..loop import run_rl_loop
     from ..stage import make_context, stage_start
-    from .phases import ScoredByTasks, SftJob, SlurmLearner, SlurmRollouts
+    from .phases import ScoredByTasks, SlurmLearner, SlurmRollouts, StageJob
     from .services import stage_services
 
     paths = RunPaths(run_dir)
@@ -101,7 +112,7 @@ def drive_stage(run_dir: str | Path, stage: str, poll_s: float = 1.0) -> str:
     init_from = launch.init_from if stage == launch.stages[0] else None
     if stage == "sft":
         key = {"kind": "learner", "stage": stage}
-        launcher.run("learner", [Request(key, SftJob(str(paths.root), stage, init_from,
+        launcher.run("learner", [Request(key, StageJob(str(paths.root), stage, init_from,
                                                      cfg.parallel.dist_backend))])
     else:
         init_hf = stage_start(paths, cfg, init_from)
@@ -158,8 +169,8 @@ def target_stages(target: str) -> list[str]:
 
 
 def _driver_jobs(paths: RunPaths) -> dict[str, tuple[str, str]]:
-    """stage -> (job id, state) of its newest driver job."""
-    jobs = {j: e for j, e in Manifest(paths).jobs().items() if e.kind == "driver"}
+    """stage -> (job id, state) of its newest top job (driver, or the stage's job in one-allocation mode)."""
+    jobs = {j: e for j, e in Manifest(paths).jobs().items() if e.kind in STAGE_JOB_KINDS}
     states = slurm_state.job_states(list(jobs)) if jobs else {}
     newest: dict[str, tuple[str, str]] = {}
     for job_id, entry in sorted(jobs.items(), key=lambda item: item[1].submitted_unix):
@@ -174,6 +185,8 @@ class Submitted:
     """None: nothing submitted (already final, or ran in this process with the local executor)."""
     dependency: str | None = None
     note: str = ""
+    kind: str = "driver"
+    """driver, or allocation (the whole stage in one job)."""
 
 
 def _check_start(paths: RunPaths, first: str, init_from: str | None, drivers: dict[str, tuple[str, str]],
@@ -204,10 +217,13 @@ def _starts_from_base(paths: RunPaths, stage: str, preset: str, overrides: list[
 
 def submit_stages(run_dir: str | Path, target: str, profile_name: str, preset: str = "tiny",
                   overrides: list[str] | None = None, init_from: str | None = None,
-                  dry_run: bool = False) -> list[Submitted]:
-    """``mathfirst-hpc submit``: resolve configs, check the stage rules, submit one driver job per stage."""
+                  dry_run: bool = False, mode: str = "phases") -> list[Submitted]:
+    """``mathfirst-hpc submit``: resolve configs, check the stage rules, submit one driver job per stage (mode
+    phases) or one job per stage that holds the whole stage's allocation (mode allocation)."""
     from ..run import overrides_for, resolve_stage_config
 
+    if mode not in MODES:
+        raise ConfigError(f"submit mode {mode!r} is unknown", hint=f"use one of {', '.join(MODES)}")
     stages = target_stages(target)
     profile = load_profile(profile_name)
     check_partitions(profile)
@@ -215,64 +231,122 @@ def submit_stages(run_dir: str | Path, target: str, profile_name: str, preset: s
         raise ConfigError(f"--init-from {init_from}: no such file or folder")
     paths = RunPaths(run_dir)
     if dry_run:
-        return _dry_run(paths, stages, profile, preset, overrides or [])
+        return _dry_run(paths, stages, profile, preset, overrides or [], mode)
     drivers = _driver_jobs(paths) if paths.manifest.exists() else {}
     for stage in stages:  # two drivers of one stage would both submit its jobs
         job = drivers.get(stage)
         if job is not None and slurm_state.is_alive(job[1]):
-            raise RunDirError(f"stage {stage} of {paths.root} already has driver job {job[0]} ({job[1].lower()})",
+            raise RunDirError(f"stage {stage} of {paths.root} already has job {job[0]} ({job[1].lower()})",
                               hint=f"wait for it, or mathfirst-hpc cancel {paths.root} first")
     from_base = _starts_from_base(paths, stages[0], preset, overrides or [])
     dependency = _check_start(paths, stages[0], init_from, drivers, target, from_base)  # before writing anything
     paths.make()
     for stage in stages:
         resolve_stage_config(paths, stage, preset, overrides_for(stage, overrides or []))
-    write_launch(paths, profile, stages, init_from, preset)
+    write_launch(paths, profile, stages, init_from, preset, mode)
     return _submit_chain(paths, stages, profile, dependency)
 
 
 def _dry_run(paths: RunPaths, stages: list[str], profile: ClusterProfile, preset: str,
-             overrides: list[str]) -> list[Submitted]:
+             overrides: list[str], mode: str = "phases") -> list[Submitted]:
     from ..config import dump_yaml, load_stage_config
     from ..run import overrides_for
 
     out = []
+    kind = _top_kind(mode)
     for stage in stages:
         cfg = load_stage_config(stage, preset, overrides_for(stage, overrides), check_files=False)
-        script = batch_script(job_spec("driver", cfg, profile, name=f"mf-{stage}-driver"),
-                              paths.job_logs(stage))
-        out.append(Submitted(stage, None, note=f"# driver batch file\n{script}\n# resolved config\n{dump_yaml(cfg)}"))
+        files = [f"# {stage} {kind} batch file\n{batch_script(_top_spec(cfg, profile, mode), paths.job_logs(stage))}"]
+        if mode == "phases":
+            files += [f"# {title} batch file\n{text}" for title, text in _child_batch_files(paths, cfg, profile)]
+        out.append(Submitted(stage, None, kind=kind, note="\n".join(files) + f"\n# resolved config\n{dump_yaml(cfg)}"))
     return out
+
+
+def _child_batch_files(paths: RunPaths, cfg: Any, profile: ClusterProfile) -> list[tuple[str, str]]:
+    """(title, batch file) of each job a phases driver submits for ``cfg``'s stage, named and sized as it does:
+    the learner, the rollout array (RL) and the reward services the mix needs (on a Slurm profile)."""
+    from .services import services_needed
+
+    stage, folder = cfg.stage, paths.job_logs(cfg.stage)
+    files = [(f"{stage} learner", batch_script(job_spec("learner", cfg, profile, name=f"mf-{stage}-learner"),
+                                              folder))]
+    if stage != "sft":
+        tasks = cfg.rollout.num_shards
+        files.append((f"{stage} rollout array of {tasks} tasks",
+                      batch_script(job_spec("rollout", cfg, profile, name=f"mf-{stage}-rollout"), folder,
+                                   array_size=tasks)))
+    for service in services_needed(cfg) if profile.executor == "slurm" else []:
+        files.append((f"{stage} {service} service", batch_script(job_spec(service, cfg, profile,
+                                                                          name=f"mf-{stage}-{service}"), folder)))
+    return files
+
+
+def _top_kind(mode: str) -> str:
+    return "allocation" if mode == "allocation" else "driver"
+
+
+def _top_spec(cfg: Any, profile: ClusterProfile, mode: str) -> Any:
+    """The job that runs a stage: its 1-CPU driver, or (allocation) the whole stage on the learner's nodes."""
+    kind = _top_kind(mode)
+    return job_spec(kind, cfg, profile, name=f"mf-{cfg.stage}-{kind}")
+
+
+def _top_job(paths: RunPaths, stage: str, mode: str) -> MathfirstJob:
+    if mode != "allocation":
+        return DriverJob(str(paths.root), stage)
+    from .phases import StageJob
+
+    launch, cfg = read_launch(paths), load_resolved(paths.stage_config(stage))
+    init_from = launch.init_from if stage == launch.stages[0] else None
+    return StageJob(str(paths.root), stage, init_from, cfg.parallel.dist_backend)
 
 
 def _submit_chain(paths: RunPaths, stages: list[str], profile: ClusterProfile,
                   dependency: str | None) -> list[Submitted]:
     out = []
     manifest = Manifest(paths)
+    mode = read_launch(paths).mode
+    kind = _top_kind(mode)
     for stage in stages:
         if manifest.is_final(stage):
-            out.append(Submitted(stage, None, note="already final"))
+            out.append(Submitted(stage, None, note="already final", kind=kind))
             dependency = None
             continue
         if profile.executor == "local":  # foreground: the stages run here, one after the other
-            try:
-                drive_stage(paths.root, stage)
-            except DriverStopped as exc:
-                out.append(Submitted(stage, None, note=f"stopped ({exc}); run resume to continue"))
+            note = _run_here(paths, stage, profile, mode)
+            out.append(Submitted(stage, None, note=note, kind=kind))
+            if note != "final":
                 return out
-            out.append(Submitted(stage, None, note="final"))
             continue
-        cfg = load_resolved(paths.stage_config(stage))
-        spec = job_spec("driver", cfg, profile, name=f"mf-{stage}-driver")
+        spec = _top_spec(load_resolved(paths.stage_config(stage)), profile, mode)
         if dependency:
             spec = spec.with_(dependency=f"afterok:{dependency}")
         folder = paths.job_logs(stage)
-        job = make_executor("slurm", folder, spec).submit(DriverJob(str(paths.root), stage))
-        manifest.record_job(str(job.job_id), JobEntry("driver", stage, {"kind": "driver", "stage": stage}, "slurm",
+        job = make_executor("slurm", folder, spec).submit(_top_job(paths, stage, mode))
+        manifest.record_job(str(job.job_id), JobEntry(kind, stage, {"kind": kind, "stage": stage}, "slurm",
                                                       str(folder), dependency=dependency))
-        out.append(Submitted(stage, str(job.job_id), dependency))
+        out.append(Submitted(stage, str(job.job_id), dependency, kind=kind))
         dependency = str(job.job_id)
     return out
+
+
+def _run_here(paths: RunPaths, stage: str, profile: ClusterProfile, mode: str) -> str:
+    """The local executor: a phases driver in this process (its children are subprocesses), or the allocation
+    job as subprocesses of submitit's local executor; 'final', or a note saying how it stopped."""
+    if mode == "allocation":
+        spec = _top_spec(load_resolved(paths.stage_config(stage)), profile, mode)
+        job = make_executor("local", paths.job_logs(stage), spec).submit(_top_job(paths, stage, mode))
+        try:
+            job.results()
+        except (FailedJobError, UncompletedJobError) as exc:  # its traceback is in the job's log
+            return f"stopped ({str(exc).splitlines()[0]}); see {paths.job_logs(stage)}, run resume to continue"
+        return "final" if Manifest(paths).is_final(stage) else "stopped; run resume to continue"
+    try:
+        drive_stage(paths.root, stage)
+    except DriverStopped as exc:
+        return f"stopped ({exc}); run resume to continue"
+    return "final"
 
 
 def submit_eval(run_dir: str | Path, profile_name: str, overrides: list[str] | None = None) -> Submitted:
@@ -323,7 +397,7 @@ def resume_run(run_dir: str | Path) -> list[Submitted]:
         job = drivers.get(stage)
         if job is not None and slurm_state.is_alive(job[1]):
             if "DependencyNeverSatisfied" not in slurm_state.pending_reason(job[0]):
-                out.append(Submitted(stage, job[0], note=f"still {job[1].lower()}"))
+                out.append(Submitted(stage, job[0], note=f"still {job[1].lower()}", kind=_top_kind(launch.mode)))
                 dependency = job[0]
                 continue
             slurm_state.cancel([job[0]])
@@ -361,7 +435,7 @@ def describe(submitted: list[Submitted]) -> str:
     for s in submitted:
         if s.job_id:
             after = f" after {s.dependency}" if s.dependency else ""
-            lines.append(f"{s.stage}: driver job {s.job_id}{after}{(' (' + s.note + ')') if s.note else ''}")
+            lines.append(f"{s.stage}: {s.kind} job {s.job_id}{after}{(' (' + s.note + ')') if s.note else ''}")
         else:
             lines.append(f"{s.stage}: {s.note}" if "\n" not in s.note else s.note)
     return "\n".join(lines)

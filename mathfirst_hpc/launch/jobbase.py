@@ -9,7 +9,7 @@ Two ways a job leaves early, both ending in the same requeued call:
 * a job that does not poll (rollout tasks, eval array tasks) keeps submitit's handler: SIGUSR1 calls
   ``checkpoint()`` at once and requeues; finished shards are on disk, the task redoes only its unfinished one.
 
-The jobs themselves sit with the code they run: ``phases.py`` (RolloutTask, LearnerJob, SftJob), ``driver.py``
+The jobs themselves sit with the code they run: ``phases.py`` (RolloutTask, LearnerJob, StageJob), ``driver.py``
 (DriverJob, EvalJob), ``eval/harness.py`` (EvalArrayTask); ``jobs.py`` lists them all.
 """
 

@@ -2,7 +2,8 @@
 
     MathfirstJob, DistributedJob   jobbase.py        Checkpointable bases: state on disk, requeue = same call
     DriverJob, EvalJob             driver.py         a stage's driver; ``submit eval``
-    RolloutTask, LearnerJob, SftJob phases.py        a rollout array task; an RL iteration's update; stage 1
+    RolloutTask, LearnerJob        phases.py         a rollout array task; an RL iteration's update
+    StageJob                       phases.py         a whole stage in one job (stage 1; one-allocation mode)
     EvalArrayTask                  eval/harness.py   one task of an evaluation array
     SandboxServiceJob, JudgeServiceJob services.py   a stage's reward services (sandbox, judge server)
 
@@ -16,8 +17,8 @@ from __future__ import annotations
 
 from .driver import DriverJob, EvalJob
 from .jobbase import DistributedJob, MathfirstJob, run_dir_of
-from .phases import LearnerJob, RolloutTask, SftJob
+from .phases import LearnerJob, RolloutTask, StageJob
 from .services import JudgeServiceJob, SandboxServiceJob
 
 __all__ = ["DistributedJob", "DriverJob", "EvalJob", "JudgeServiceJob", "LearnerJob", "MathfirstJob", "RolloutTask",
-           "SandboxServiceJob", "SftJob", "run_dir_of"]
+           "SandboxServiceJob", "StageJob", "run_dir_of"]

@@ -8,6 +8,7 @@ role      resources                                              time limit
 ========  =====================================================  ==============================================
 driver    1 task, 1 CPU, <= 4 GB, cpu_partition, no GPU          slurm.driver_time_min
 rollout   1 task per array element, slurm.rollout_gpus GPUs      slurm.rollout_time_min
+          (profile ``rollout_python``: vLLM's own environment)
 learner   parallel.nodes x parallel.gpus_per_node tasks          slurm.learner_time_min
 sandbox   1 task, reward.sandbox.workers CPUs, cpu_partition     slurm.driver_time_min (lives as long as the stage)
 judge     1 task; 1 GPU for judge.backend vllm (GPU profiles)    slurm.driver_time_min
@@ -33,11 +34,11 @@ import shlex
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from ..config import StageConfig
+from ..config import REPO_ROOT, StageConfig
 from ..errors import ConfigError
 from .profiles import ClusterProfile, ContainerProfile
 
-Role = Literal["driver", "rollout", "learner", "sandbox", "judge"]
+Role = Literal["driver", "rollout", "learner", "allocation", "sandbox", "judge"]
 PREEMPT_SIGNAL = "USR1"
 DRIVER_MEM_GB = 4
 
@@ -150,15 +151,20 @@ def job_spec(role: Role, cfg: StageConfig, profile: ClusterProfile, name: str | 
                        partition=p.cpu_partition or p.partition)
     if role == "rollout":
         gpus = min(s.rollout_gpus, p.gpus_per_node) if p.gpus_per_node else 0
+        if p.rollout_python:  # vLLM in an environment of its own (profiles.ClusterProfile.rollout_python)
+            common["python"] = str(REPO_ROOT / p.rollout_python)  # an absolute path stays as it is
         return JobSpec(**common, time_min=_cap(s.rollout_time_min, p.time_limit_min), cpus_per_task=cpus,
                        gpus_per_node=gpus, mem_gb=mem_gb, partition=p.partition, constraint=p.constraint,
                        array_parallelism=s.rollout_array_parallelism)
-    if role == "learner":
+    if role in ("learner", "allocation"):
+        # allocation: a whole stage in one job (generation and training take turns on the same devices), sized
+        # like the learner, for as long as a driver would run
         par = cfg.parallel
+        time_min = s.driver_time_min if role == "allocation" else s.learner_time_min
         if p.gpus_per_node and par.gpus_per_node > p.gpus_per_node:
             raise ConfigError(f"parallel.gpus_per_node={par.gpus_per_node} but profile {p.name} has "
                               f"{p.gpus_per_node} GPUs per node", hint="lower it or raise parallel.nodes")
-        return JobSpec(**common, time_min=_cap(s.learner_time_min, p.time_limit_min), nodes=par.nodes,
+        return JobSpec(**common, time_min=_cap(time_min, p.time_limit_min), nodes=par.nodes,
                        tasks_per_node=par.gpus_per_node, cpus_per_task=cpus,
                        gpus_per_node=par.gpus_per_node if p.gpus_per_node else 0, mem_gb=mem_gb,
                        partition=p.partition, constraint=p.constraint)

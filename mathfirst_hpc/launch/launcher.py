@@ -31,6 +31,11 @@ from .jobspec import Role, job_spec
 from .profiles import ClusterProfile
 
 
+STAGE_JOB_KINDS = ("driver", "allocation")
+"""Manifest kinds of a stage's top job (the one ``afterok`` chains, ``resume`` resubmits, ``cancel`` stops first),
+never one of a driver's children."""
+
+
 class DriverStopped(Exception):
     """A signal asked the driver to stop; it leaves at a safe point and its requeued run resumes."""
 
@@ -67,7 +72,8 @@ class Launcher:
         job's process cannot be re-attached after its parent died)."""
         if self.kind != "slurm":
             return {}
-        jobs = {j: e for j, e in self.manifest.jobs().items() if e.stage == self.cfg.stage and e.kind != "driver"}
+        jobs = {j: e for j, e in self.manifest.jobs().items()
+                if e.stage == self.cfg.stage and e.kind not in STAGE_JOB_KINDS}
         states = slurm_state.job_states(list(jobs))
         out = {}
         for job_id, entry in sorted(jobs.items(), key=lambda item: item[1].submitted_unix):

@@ -16,7 +16,9 @@ The jobs (submitit ``Checkpointable``, see ``jobbase.py``) and what they run:
     LearnerJob    learner_iteration: ``loop.InProcessLearner`` - the same resume and update code as a colocated
                   run - trains the iteration's kept groups, then saves a checkpoint with the HF export the next
                   rollout array loads
-    SftJob        sft_stage: stage 1 as one learner job (``run.run_stage``)
+    StageJob      whole_stage: a whole stage as one job of nodes x tasks (``run.run_stage``, both runners
+                  in-process): stage 1 in phases mode, every stage in one-allocation mode (``submit --mode
+                  allocation``), where the ranks share the rollout shards (``loop.InProcessRollouts``)
 
 Preemption: the learner polls the stop check (signals, time left; all ranks agree) at every micro-batch boundary;
 it then writes an emergency checkpoint and leaves through ``preemption.exit_for_requeue``; the requeued job resumes
@@ -42,7 +44,8 @@ from ..paths import RunPaths
 from ..records import DriverRecord, LearnerResult, RlState, RolloutResult
 from ..registry import EngineOptions, WeightsSource, build_engine
 from ..rollout.base import RolloutEngine
-from ..stage import StageContext, build_backend, initial_weights, make_context
+from ..stage import (StageContext, barrier, build_backend, ensure_tokenizer, initial_weights, make_context,
+                     rank_and_world)
 from .jobbase import DistributedJob, MathfirstJob, run_dir_of
 from .launcher import Launcher, Request
 
@@ -248,12 +251,16 @@ def learner_iteration(run_dir: str, stage: str, iteration: int) -> LearnerResult
     return result
 
 
-def sft_stage(run_dir: str, stage: str, init_from: str | None) -> str:
-    """Stage 1 in one learner job; 'final', or leaves for requeue after saving when told to stop."""
+def whole_stage(run_dir: str, stage: str, init_from: str | None) -> str:
+    """A whole stage in this job's allocation (every rank runs it); 'final', or leaves for requeue after saving
+    when told to stop. RL stages alternate generation and training on the same processes."""
     from ..run import run_stage  # the SFT loop lives with the curriculum
 
     paths = RunPaths(run_dir)
     cfg = load_resolved(paths.stage_config(stage))
+    if rank_and_world()[0] == 0:  # trained once, before the other ranks load it
+        ensure_tokenizer(paths, cfg)
+    barrier()
     # should_stop=None: the stop check (signals, time left vs measured save time), agreed by every rank
     result = run_stage(paths, cfg, init_from, should_stop=None, progress=False)
     if result != "final":
@@ -289,12 +296,12 @@ class LearnerJob(DistributedJob):
         return learner_iteration(self.run_dir, self.stage, self.iteration)
 
 
-class SftJob(DistributedJob):
-    """Stage 1 (SFT) as one learner job."""
+class StageJob(DistributedJob):
+    """A whole stage as one job: stage 1 (SFT) in phases mode; any stage in one-allocation mode."""
 
     def __init__(self, run_dir: str, stage: str, init_from: str | None, backend: str = "auto") -> None:
         super().__init__(backend)
         self.run_dir, self.stage, self.init_from = run_dir_of(run_dir), stage, init_from
 
     def run(self) -> str:
-        return sft_stage(self.run_dir, self.stage, self.init_from)
+        return whole_stage(self.run_dir, self.stage, self.init_from)

@@ -103,14 +103,14 @@ def log_of(run_dir: Path, job_id: str) -> str:
     return "\n".join(p.read_text(errors="replace") for p in sorted(folder.glob("*.out")))
 
 
-def wait_final(run_dir: Path, stage: str, timeout_s: float = 240) -> None:
-    """Until the stage is final and its driver job COMPLETED; fails early, with the driver's log, when the driver
-    ended otherwise."""
+def wait_final(run_dir: Path, stage: str, timeout_s: float = 240, kind: str = "driver") -> None:
+    """Until the stage is final and its driver job (``kind="allocation"``: its one job) COMPLETED; fails early,
+    with the job's log, when it ended otherwise."""
     from mathfirst_hpc.launch.slurm_state import is_alive, job_states
 
     deadline = time.time() + timeout_s
     while time.time() < deadline:
-        drivers = jobs_of(run_dir, "driver", stage)
+        drivers = jobs_of(run_dir, kind, stage)
         newest = max(drivers, key=lambda j: drivers[j]["submitted_unix"])
         state = job_states([newest])[newest]
         final = manifest(run_dir)["stages"][stage]["status"] == "final"

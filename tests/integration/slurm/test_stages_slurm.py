@@ -222,3 +222,32 @@ def test_judge_service_job_runs_for_the_stage_and_is_cancelled_after(sft_run: Pa
     assert "[judge] serving judge on http://" in log_of(run_dir, job)
     wait_for(lambda: job_states([job])[job] == "CANCELLED", 60, "the judge job cancelled at the stage's end")
     assert_same_weights(final_weights(run_dir, "math_rl"), final_weights(reference, "math_rl"))  # math only
+
+
+def test_allocation_mode_on_two_nodes_survives_requeue_and_matches_phases(sft_run: Path, reference: Path,
+                                                                          tmp_path: Path) -> None:
+    """``submit --mode allocation``: stage 2 as one job of one task per node (n1, n2; DP=2 over gloo). The ranks
+    share the rollout shards (each generates and scores its own), then train together. ``scontrol requeue`` once
+    the first shard is written: the requeued job resumes from the emergency checkpoint. The result equals the
+    phases-mode run up to the float rounding of summing gradients over two ranks."""
+    run_dir = copy_run(sft_run, tmp_path / "allocation")
+    overrides = [*TINY, "math_rl:parallel.nodes=2", "math_rl:parallel.dp=2"]
+    submitted = submit_stages(run_dir, "stage2", "local-dev", overrides=overrides, mode="allocation")
+    assert [(s.stage, s.kind) for s in submitted] == [("math_rl", "allocation")]
+    job = submitted[0].job_id
+    wait_for(lambda: manifest(run_dir)["shards"], 240, "the first rollout shard")
+    subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
+    wait_final(run_dir, "math_rl", timeout_s=300, kind="allocation")
+    log = log_of(run_dir, job)
+    assert "received SIGTERM" in log and "restart 1" in log, log[-3000:]
+    assert set(i["kind"] for i in manifest(run_dir)["jobs"].values() if i["stage"] == "math_rl") == {"allocation"}
+    assert "n[1-2]" in subprocess.run(["sacct", "-n", "-X", "-o", "NodeList", "-j", job],
+                                      capture_output=True, text=True).stdout  # one task on each node
+    shards = {rel: e for rel, e in manifest(run_dir)["shards"].items() if "math_rl" in rel}
+    assert shards and all(e["scored"] for e in shards.values())
+    assert len(shards) == len(manifest(reference)["shards"])  # the same generation batches
+    assert_same_weights(final_weights(run_dir, "math_rl"), final_weights(reference, "math_rl"), atol=1e-5)
+    mine, ref = final_meta(run_dir, "math_rl"), final_meta(reference, "math_rl")
+    assert (mine["step"], mine["iteration"]) == (ref["step"], ref["iteration"])
+    plan = lambda d: json.loads(RunPaths(d).iteration_plan("math_rl", 0).read_text())  # noqa: E731
+    assert plan(run_dir)["data_after"] == plan(reference)["data_after"]

@@ -136,3 +136,11 @@ def test_describe() -> None:
     text = describe([Submitted("sft", None, note="already final"), Submitted("math_rl", "12"),
                      Submitted("joint_rl", "13", dependency="12")])
     assert text.splitlines() == ["sft: already final", "math_rl: driver job 12", "joint_rl: driver job 13 after 12"]
+    one_job = describe([Submitted("math_rl", "14", kind="allocation")])
+    assert one_job == "math_rl: allocation job 14"
+
+
+def test_unknown_submit_mode_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="submit mode 'ray' is unknown"):
+        submit_stages(tmp_path / "run", "stage1", "local", mode="ray")
+    assert not (tmp_path / "run").exists()

@@ -2,10 +2,11 @@
 
 One file per paper preset x example cluster profile, ``tests/golden/dry_run_<preset>_<profile>.txt``, holds:
 
-- every batch file that ``mathfirst-hpc submit all --dry-run --preset P --profile C`` prints (today one driver per
-  stage), cut from the command's real output (the CLI, run in-process through click's test runner);
-- the batch files of the child jobs that a stage's driver submits (the learner of every stage, the rollout array
-  of each RL stage with ``rollout.num_shards`` tasks), built by the same ``job_spec`` + ``batch_script`` calls.
+- every batch file that ``mathfirst-hpc submit all --dry-run --preset P --profile C`` prints, cut from the command's
+  real output (the CLI, run in-process through click's test runner): per stage its driver, then the jobs the
+  driver submits (the learner; the rollout array of ``rollout.num_shards`` tasks; the reward services the mix
+  needs: the sandbox, the judge server);
+- and, for ``--mode allocation`` (``dry_run_<preset>_<profile>_allocation.txt``), the one job per stage.
 
 The resolved config that the dry run prints after each batch file is not compared (tests/unit/foundation covers
 configs). Machine-specific text is masked so the files hold on a fresh clone: the run dir (``RUN_DIR``), the
@@ -30,11 +31,6 @@ from click.testing import CliRunner
 
 from mathfirst_hpc.atomic import write_text
 from mathfirst_hpc.cli import cli
-from mathfirst_hpc.config import load_stage_config
-from mathfirst_hpc.launch.executors import batch_script
-from mathfirst_hpc.launch.jobspec import job_spec
-from mathfirst_hpc.launch.profiles import load_profile
-from mathfirst_hpc.paths import RunPaths
 
 GOLDEN_DIR = Path(__file__).resolve().parents[2] / "golden"
 REPO = GOLDEN_DIR.parents[1]
@@ -49,8 +45,7 @@ CASES = {
     ("llama3.1-8b", "example-modules"): ["parallel.nodes=8", "parallel.gpus_per_node=2"],
 }
 STAGES = ("sft", "math_rl", "joint_rl")
-CHILD_ROLES = {"sft": ("learner",), "math_rl": ("rollout", "learner"), "joint_rl": ("rollout", "learner")}
-"""The jobs a stage's driver submits (today's phases mode)."""
+ALLOCATION_CASES = [("qwen3-4b", "example-pyxis"), ("llama3.1-8b", "example-pyxis")]
 SECTION = re.compile(r"^# (?:(?P<what>.+) batch file|resolved config)$")
 
 
@@ -78,22 +73,6 @@ def printed_batch_files(output: str) -> list[tuple[str, str]]:
     return [(title, "\n".join(lines).strip("\n")) for title, lines in sections]
 
 
-def child_batch_files(run_dir: Path, preset: str, profile_name: str, overrides: list[str]) -> list[tuple[str, str]]:
-    """The learner and rollout-array batch files each stage's driver would submit."""
-    profile = load_profile(profile_name)
-    out = []
-    for stage in STAGES:  # the overrides are parallel.* keys, which every stage has
-        cfg = load_stage_config(stage, preset, overrides, check_files=False)
-        folder = RunPaths(run_dir).submitit_dir / stage / "%j"
-        for role in CHILD_ROLES[stage]:
-            spec = job_spec(role, cfg, profile, name=f"mf-{stage}-{role}")  # as the stage driver names them
-            tasks = cfg.rollout.num_shards if role == "rollout" else None  # type: ignore[attr-defined]
-            what = f"{role} array of {tasks} tasks" if tasks else role
-            out.append((f"{stage} {what} (submitted by the {stage} driver)",
-                        batch_script(spec, folder, array_size=tasks).strip("\n")))
-    return out
-
-
 @pytest.fixture(autouse=True)
 def _no_live_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     """The golden files describe the example clusters, not the one this machine may be running (make test starts
@@ -103,10 +82,10 @@ def _no_live_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(profiles, "cluster_partitions", lambda timeout_s=15.0: None)
 
 
-def render(preset: str, profile: str, run_dir: Path) -> str:
+def render(preset: str, profile: str, run_dir: Path, mode: str = "phases") -> str:
     overrides = CASES[preset, profile]
     args = ["submit", "all", "--run-dir", str(run_dir), "--dry-run", "--preset", preset, "--profile", profile,
-            *overrides]
+            *(["--mode", mode] if mode != "phases" else []), *overrides]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert not run_dir.exists(), "a dry run must not write the run dir"
@@ -114,7 +93,7 @@ def render(preset: str, profile: str, run_dir: Path) -> str:
     assert len(printed) >= len(STAGES), f"expected a batch file per stage, got {len(printed)}:\n{result.output}"
     parts = [f"#### mathfirst-hpc {' '.join(args).replace(str(run_dir), 'RUN_DIR')}"]
     sections = [(f"printed: {title} {i + 1} of {len(printed)}", text) for i, (title, text) in enumerate(printed)]
-    for title, text in sections + child_batch_files(run_dir, preset, profile, overrides):
+    for title, text in sections:
         assert text.startswith("#!/bin/bash") and "#SBATCH --requeue" in text, f"{title}:\n{text}"
         parts.append(f"==== {title}\n{text}")
     return mask("\n\n".join(parts) + "\n", run_dir)
@@ -129,6 +108,16 @@ def test_dry_run_batch_files_match_golden(preset: str, profile: str, tmp_path: P
     assert golden.exists(), f"{golden} is missing; create it with UPDATE_GOLDEN=1"
     assert text == golden.read_text(), (f"batch files of {preset} on {profile} changed; if intended, rerun with "
                                         f"UPDATE_GOLDEN=1 and review git diff {golden.relative_to(REPO)}")
+
+
+@pytest.mark.parametrize("preset, profile", ALLOCATION_CASES, ids=[f"{a}-{b}" for a, b in ALLOCATION_CASES])
+def test_allocation_mode_dry_run_matches_golden(preset: str, profile: str, tmp_path: Path) -> None:
+    text = render(preset, profile, tmp_path / "run", mode="allocation")
+    golden = GOLDEN_DIR / f"dry_run_{preset}_{profile}_allocation.txt"
+    if os.environ.get("UPDATE_GOLDEN"):
+        write_text(golden, text)
+    assert golden.exists(), f"{golden} is missing; create it with UPDATE_GOLDEN=1"
+    assert text == golden.read_text(), f"allocation batch files of {preset} on {profile} changed"
 
 
 def test_masking_leaves_no_machine_paths(tmp_path: Path) -> None:

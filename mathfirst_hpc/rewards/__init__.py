@@ -26,7 +26,7 @@ from ..errors import DataError
 from .base import VERDICTS, RewardResult
 from .code import CodeVerifier, SandboxRunner
 from .judge import BACKENDS as JUDGE_BACKENDS
-from .judge import Judge
+from .judge import Judge, OpenAiJudgeBackend
 from .logic import LogicVerifier
 from .math import MathVerifier
 from .simulation import SimulationVerifier
@@ -107,10 +107,16 @@ class RewardRouter:
     def _judge_or_none(self) -> Judge | None:
         if self._judge is None and self.cfg.judge.backend != "none":
             judge_cfg = self.cfg.judge
-            if not judge_cfg.model_path:
+            if judge_cfg.backend == "openai":  # a server someone else runs
+                if not judge_cfg.url:
+                    raise DataError("reward.judge.backend is openai but reward.judge.url is empty",
+                                    hint="set reward.judge.url=http://host:port, or backend=none")
+                backend = OpenAiJudgeBackend(judge_cfg.url, judge_cfg.model_path or "judge")
+            elif not judge_cfg.model_path:
                 raise DataError("reward.judge.backend is set but reward.judge.model_path is empty",
                                 hint="set reward.judge.model_path to a local model folder, or backend=none")
-            backend = JUDGE_BACKENDS[judge_cfg.backend](judge_cfg.model_path)
+            else:
+                backend = JUDGE_BACKENDS[judge_cfg.backend](judge_cfg.model_path)
             self._judge = Judge(backend, judge_cfg.max_new_tokens, judge_cfg.batch_size, judge_cfg.cache)
         return self._judge
 

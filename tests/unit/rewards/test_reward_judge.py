@@ -177,3 +177,41 @@ def test_judge_server_refuses_bad_requests() -> None:
             assert json.loads(response.read())["data"][0]["id"] == "judge"
     finally:
         server.shutdown()
+
+
+def test_openai_backend_config_scores_through_a_running_server() -> None:
+    """``reward.judge.backend=openai`` with ``url``: the router talks to a server that already runs (no judge job)."""
+    from mathfirst_hpc.launch.services import services_needed
+    from mathfirst_hpc.config import MathRlStage
+    from mathfirst_hpc.services.judge_server import start_server
+
+    backend = ScriptedBackend()
+    server = start_server(backend)
+    try:
+        router = RewardRouter(RewardConfig(judge=JudgeConfig(backend="openai", url=server.url)))
+        stem = Problem(uid="s", domain="stem", data_source="stem_web", prompt=[{"role": "user", "content": "q"}],
+                       ground_truth="100 C", style="model")
+        assert [r.verdict for r in router.score_batch([stem, stem], ["\\boxed{100}", "\\boxed{7}"])] == \
+            ["correct", "incorrect"]
+        assert server.requests_served == 1
+    finally:
+        server.shutdown()
+    cfg = MathRlStage()
+    cfg.reward.judge = JudgeConfig(backend="openai", url="http://judge:8000")
+    assert services_needed(cfg) == []  # nothing to start
+    cfg.reward.judge = JudgeConfig(backend="hf", model_path="/m")
+    assert services_needed(cfg) == ["judge"]
+
+
+def test_openai_backend_needs_a_url() -> None:
+    from mathfirst_hpc.config import load_stage_config
+    from mathfirst_hpc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="reward.judge.url"):
+        load_stage_config("math_rl", "tiny", ["reward.judge.backend=openai"], check_files=False)
+    with pytest.raises(ConfigError, match="http"):
+        load_stage_config("math_rl", "tiny", ["reward.judge.backend=openai", "reward.judge.url=judge:8000"],
+                          check_files=False)
+    cfg = load_stage_config("math_rl", "tiny", ["reward.judge.backend=openai", "reward.judge.url=http://j:1"],
+                            check_files=False)
+    assert cfg.reward.judge.url == "http://j:1"

@@ -11,9 +11,10 @@ sees a value that metrics.jsonl does not hold, so a requeue or a ``kill -9`` can
   (``stage.load_latest`` truncated them from metrics.jsonl and the redone steps log them again) or wrote just
   before dying.
 - W&B (``WANDB_MODE=offline``, ``RUN_DIR/wandb/``, one run per stage with a fixed id, the ``wandb`` extra)
-  cannot delete a point, so it only gets the lines a checkpoint covers (step <= the manifest's latest checkpoint
-  step, or all of a final stage): those a resume never redoes. What it already holds is read back from its own
-  offline files (``wandb_history``), so a kill between logging and any bookkeeping cannot duplicate a point.
+  cannot delete a point, so it only gets the lines a checkpoint covers (:func:`covered`: up to the manifest's
+  latest checkpoint, or all of a final stage): those a resume never redoes. What it already holds is read back
+  from its own offline files (``wandb_history``), so a kill between logging and any bookkeeping cannot duplicate
+  a point.
   ``stage.save_stage_checkpoint`` calls :func:`publish` too, so W&B catches up at each checkpoint.
   Upload later with ``wandb sync RUN_DIR/wandb/offline-run-*``.
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -50,14 +52,16 @@ from .errors import ConfigError
 from .paths import RunPaths
 
 NOT_PLOTTED = frozenset({"stage", "time_unix", "step", "iteration"})
+Committed = tuple[int, int | None] | None
+"""(step, iteration) of the stage's latest checkpoint in the manifest; None: the stage is final."""
 
 
 class Sink(Protocol):
     """Where metrics are replayed to. ``publish`` picks the lines this sink has not written and writes them."""
 
-    def publish(self, rows: list[dict[str, Any]], committed_step: int | None) -> None:
-        """``rows``: the stage's metrics.jsonl lines in order; ``committed_step``: the step up to which a
-        checkpoint covers them (None = all, the stage is final)."""
+    def publish(self, rows: list[dict[str, Any]], committed: Committed) -> None:
+        """``rows``: the stage's metrics.jsonl lines in order; ``committed``: where the latest checkpoint stands
+        (None = it covers all of them, the stage is final)."""
         ...
 
     def write(self, step: int, record: dict[str, float]) -> None:
@@ -123,7 +127,7 @@ class TensorBoardSink:
         except (FileNotFoundError, KeyError, ValueError):
             return float("-inf")
 
-    def publish(self, rows: list[dict[str, Any]], committed_step: int | None) -> None:
+    def publish(self, rows: list[dict[str, Any]], committed: Committed) -> None:
         since = self._written_time()
         new = _tail_while(rows, lambda r: float(r.get("time_unix", 0.0)) > since)
         if not new:
@@ -189,22 +193,20 @@ class WandbSink:
     """One offline W&B run per stage (fixed id, resume='allow'); only checkpoint-covered lines."""
 
     def __init__(self, paths: RunPaths, stage: str, cfg: Any) -> None:
-        try:
-            import wandb  # noqa: F401
-        except ImportError:
+        if importlib.util.find_spec("wandb") is None:  # imported when the first point is written
             raise ConfigError("logging.sinks has wandb but the wandb package is not installed",
-                              hint="pip install -e '.[wandb]', or drop wandb from logging.sinks") from None
+                              hint="pip install -e '.[wandb]', or drop wandb from logging.sinks")
         self.paths, self.stage, self.project = paths, stage, cfg.wandb_project
         self.run: Any = None
         self.last_x: int | None = None
 
-    def publish(self, rows: list[dict[str, Any]], committed_step: int | None) -> None:
+    def publish(self, rows: list[dict[str, Any]], committed: Committed) -> None:
         if self.last_x is None:  # once per process: what earlier processes' segments already hold
             steps = [step for step, _ in wandb_history(self.paths, self.stage)]
             self.last_x = max(steps, default=-1)
         last_x = self.last_x
         new = [r for r in _tail_while(rows, lambda r: x_value(r) > last_x)
-               if committed_step is None or int(r.get("step", 0)) <= committed_step]
+               if covered(r, committed)]
         for row in new:
             self.write(x_value(row), scalars(row))
 
@@ -308,11 +310,27 @@ SINKS: dict[str, type] = {"tensorboard": TensorBoardSink, "wandb": WandbSink}
 _open_sinks: dict[tuple[Path, str, str], Sink] = {}
 
 
-def _committed_step(paths: RunPaths, stage: str) -> int | None:
-    """The step up to which a checkpoint covers metrics.jsonl (None: the stage is final, all of it)."""
+def _committed(paths: RunPaths, stage: str) -> Committed:
+    """Where the stage's latest checkpoint stands (None: the stage is final, it covers all of metrics.jsonl)."""
     from .manifest import Manifest
     entry = Manifest(paths).read()["stages"].get(stage, {})
-    return None if entry.get("status") == "final" else int(entry.get("step") or 0)
+    if entry.get("status") == "final":
+        return None
+    iteration = entry.get("iteration")
+    return int(entry.get("step") or 0), None if iteration is None else int(iteration)
+
+
+def covered(row: dict[str, Any], committed: Committed) -> bool:
+    """Whether the checkpoint covers a metrics.jsonl line (a resume never redoes it). An RL line by its iteration:
+    one that keeps no group makes no optimizer step, so its line has the step of the line before it, which a
+    checkpoint of the previous iteration covers. Line ``iteration`` = K iterations done; a checkpoint's = the next
+    to run (inside it for an emergency checkpoint). An SFT line, or a manifest without an iteration: by step."""
+    if committed is None:
+        return True
+    step, iteration = committed
+    if "iteration" in row and iteration is not None:
+        return int(row["iteration"]) <= iteration
+    return int(row.get("step", 0)) <= step
 
 
 _tails: dict[Path, tuple[int, int, bytes, dict[str, list[dict[str, Any]]]]] = {}
@@ -360,7 +378,7 @@ def publish(paths: RunPaths, stage: str, cfg: Any) -> None:
     (paths.root / "tb").mkdir(parents=True, exist_ok=True)
     with FileLock(str(paths.root / "tb" / f".{stage}.lock"), timeout=300):
         rows = stage_rows(paths.metrics, stage)
-        committed = _committed_step(paths, stage) if "wandb" in names else None
+        committed = _committed(paths, stage) if "wandb" in names else None
         for name in names:
             key = (paths.root, stage, name)
             if key not in _open_sinks:

@@ -36,7 +36,8 @@ def log(paths: RunPaths, stage: str, cfg: LoggingConfig, iteration: int, reward:
 
 
 def checkpoint(paths: RunPaths, stage: str, step: int, final: bool = False) -> None:
-    Manifest(paths).set_stage(stage, step=step, **({"status": "final"} if final else {}))
+    """As stage.save_stage_checkpoint records one (``log`` writes step = 2 x iteration)."""
+    Manifest(paths).set_stage(stage, step=step, iteration=step // 2, **({"status": "final"} if final else {}))
 
 
 def simulate_kill_and_resume(paths: RunPaths, stage: str, ckpt_step: int) -> None:
@@ -151,3 +152,44 @@ def test_wandb_segments_started_in_the_same_second_are_all_read_in_order(tmp_pat
     order = [p.parent.name.removeprefix("offline-run-") for p in sinks._segments(paths, run_id)]
     assert order == [f"20261129_204708-{run_id}", f"20261129_204708-{run_id}-1", f"20261129_204708-{run_id}-2",
                      f"20261129_204708-{run_id}-10", f"20261129_204709-{run_id}"]
+
+
+def test_wandb_waits_for_the_checkpoint_of_an_iteration_without_optimizer_step(tmp_path, monkeypatch) -> None:
+    """An RL iteration that keeps no group logs the step of the iteration before it: the checkpoint of that one
+    (same step) does not cover it, and W&B, which cannot take a point back, must not get it yet."""
+    pytest.importorskip("wandb", reason="the wandb extra is not installed (pip install -e '.[wandb]')")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    paths = RunPaths(tmp_path)
+    cfg = LoggingConfig(sinks=["jsonl", "wandb"])
+    for iteration, step in ((1, 2), (2, 4), (3, 4)):  # iteration 3 kept no group: no optimizer step
+        append_jsonl(paths.metrics, {"stage": "math_rl", "time_unix": time.time(), "iteration": iteration,
+                                     "step": step, "reward_mean": 0.1 * iteration})
+    Manifest(paths).set_stage("math_rl", step=4, iteration=2)  # the checkpoint after iteration 2
+    sinks.publish(paths, "math_rl", cfg)
+    sinks.close_all()
+    assert [s for s, _ in sinks.wandb_history(paths, "math_rl")] == [1, 2]
+    assert sinks.covered({"step": 4, "iteration": 3}, (4, 3)) and not sinks.covered({"step": 4}, (3, None))
+    assert sinks.covered({"step": 5}, (5, 0)) and sinks.covered({"iteration": 9}, None)  # SFT by step; final
+
+
+def test_resume_drops_the_line_of_a_redone_iteration_without_optimizer_step(tmp_path) -> None:
+    """stage.load_latest truncates metrics.jsonl to the checkpoint: by iteration for RL lines, so a line of an
+    iteration that kept no group (the step of the one before) is dropped with the other redone ones."""
+    from types import SimpleNamespace
+
+    from mathfirst_hpc.stage import _truncate_metrics
+
+    paths = RunPaths(tmp_path)
+    rows = [{"stage": "sft", "step": 1}, {"stage": "sft", "step": 2},
+            {"stage": "math_rl", "iteration": 1, "step": 2},
+            {"stage": "math_rl", "iteration": 2, "step": 2},  # kept no group: no optimizer step
+            {"stage": "math_rl", "iteration": 3, "step": 4}]
+    for row in rows:
+        append_jsonl(paths.metrics, row)
+    _truncate_metrics(SimpleNamespace(paths=paths, stage="math_rl"), (2, 1))  # the checkpoint after iteration 1
+    assert [(r["stage"], r.get("iteration")) for r in read_jsonl(paths.metrics)] == [("sft", None), ("sft", None),
+                                                                                     ("math_rl", 1)]
+    _truncate_metrics(SimpleNamespace(paths=paths, stage="sft"), (1, 0))  # SFT lines by step
+    assert [r["step"] for r in read_jsonl(paths.metrics) if r["stage"] == "sft"] == [1]
+    _truncate_metrics(SimpleNamespace(paths=paths, stage="math_rl"), (0, 0))  # no checkpoint: all of the stage
+    assert [r["stage"] for r in read_jsonl(paths.metrics)] == ["sft"]

@@ -12,8 +12,9 @@ Usage::
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import submitit
 
@@ -25,11 +26,27 @@ MAX_TIMEOUTS = 3
 """Requeues after a time-limit signal that submitit allows before it gives up (preemptions do not count)."""
 
 
+class SlurmExecutor(submitit.SlurmExecutor):
+    """submitit's, except that sbatch does not pass on the submitting job's ``SLURM_RESTART_COUNT``.
+
+    sbatch exports the caller's environment, and Slurm sets ``SLURM_RESTART_COUNT`` only in a job that was
+    requeued: every job that a requeued driver submits would inherit the driver's count and log (and record in
+    its W&B run's metadata) restarts it never had."""
+
+    def _internal_process_submissions(self, delayed_submissions: list[Any]) -> list[submitit.Job[Any]]:
+        count = os.environ.pop("SLURM_RESTART_COUNT", None)  # single jobs and arrays are both submitted here
+        try:
+            return super()._internal_process_submissions(delayed_submissions)
+        finally:
+            if count is not None:
+                os.environ["SLURM_RESTART_COUNT"] = count
+
+
 def make_executor(kind: str, folder: Path | str, spec: JobSpec) -> submitit.Executor:
     """An executor of ``kind`` writing job files under ``folder`` (``%j`` = one subfolder per job)."""
     if kind == "slurm":
-        executor: submitit.Executor = submitit.SlurmExecutor(folder=folder, python=spec.python_command(),
-                                                             max_num_timeout=MAX_TIMEOUTS)
+        executor: submitit.Executor = SlurmExecutor(folder=folder, python=spec.python_command(),
+                                                    max_num_timeout=MAX_TIMEOUTS)
         executor.update_parameters(**spec.slurm_parameters())
         return executor
     if kind == "local":

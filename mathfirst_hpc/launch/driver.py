@@ -58,9 +58,9 @@ from ..paths import RunPaths
 from ..records import JobEntry, LaunchRecord
 from . import slurm_state
 from .executors import batch_script, make_executor
-from .jobbase import MathfirstJob, run_dir_of
+from .jobbase import MathfirstJob, gc_paused, run_dir_of
 from .jobspec import job_spec
-from .launcher import STAGE_JOB_KINDS, DriverStopped, Launcher, Request
+from .launcher import POLL_S, STAGE_JOB_KINDS, DriverStopped, Launcher, Request
 from .profiles import ClusterProfile, check_partitions, load_profile
 
 log = logging.getLogger("mathfirst_hpc.launch")
@@ -95,12 +95,13 @@ def launch_profile(launch: LaunchRecord) -> ClusterProfile:
 # the stage driver
 # ---------------------------------------------------------------------------------------------------------------
 
-def drive_stage(run_dir: str | Path, stage: str, poll_s: float = 1.0) -> str:
+def drive_stage(run_dir: str | Path, stage: str, poll_s: float = POLL_S) -> str:
     """Run one stage's job graph to its final checkpoint. Raises DriverStopped when a signal asks to stop."""
-    from ..loop import run_rl_loop
-    from ..stage import make_context, stage_start
-    from .phases import ScoredByTasks, SlurmLearner, SlurmRollouts, StageJob
-    from .services import stage_services
+    with gc_paused():  # loads torch and transformers
+        from ..loop import run_rl_loop
+        from ..stage import make_context, stage_start
+        from .phases import ScoredByTasks, SlurmLearner, SlurmRollouts, StageJob
+        from .services import stage_services
 
     paths = RunPaths(run_dir)
     launch = read_launch(paths)

@@ -135,19 +135,32 @@ class InProcessRollouts:
         if self.learner is not None and self._synced_step != policy_step:  # a collective for sharded learners
             self.ctx.timings["weight_sync_s"] = sync_weights(self.engine, self.learner, self.shares_weights)
             self._synced_step = policy_step
-        shards = range(self.ctx.cfg.rollout.num_shards)  # type: ignore[attr-defined]
+        ctx = self.ctx
+        shards = range(ctx.cfg.rollout.num_shards)  # type: ignore[attr-defined]
+        paths = [ctx.paths.gen_shard(ctx.stage, iteration, gen_batch, s) for s in shards]
         rank, world = rank_and_world()
         if world == 1:  # the loop scores them
-            return [rollout_shard(self.ctx, self.engine, iteration, gen_batch, s, policy_step) for s in shards]
-        # Several ranks (torchrun, one allocation): each generates and scores its share of the shards, as a rollout
-        # task would; once all are done every rank reads them all back (scored, so the loop only reads them).
+            return [rollout_shard(ctx, self.engine, iteration, gen_batch, s, policy_step) for s in shards]
+        # Several ranks (torchrun, one allocation): the shards are generated and scored here, as rollout tasks
+        # would (the loop then only reads them back, scored). Every rank decides which are missing before any is
+        # written, so that the ranks agree.
         if self.router is None:
             raise ValueError("InProcessRollouts over several ranks needs the reward router")
-        for s in shards[rank::world]:
-            score_shard(self.ctx, self.router, rollout_shard(self.ctx, self.engine, iteration, gen_batch, s,
-                                                             policy_step))
+        todo = [s for s in shards if not shard_is_complete(ctx, paths[s], policy_step)]
+        unscored = [s for s in shards if s not in todo and not ctx.manifest.shard_entry(paths[s]).scored]
         barrier()
-        return [self.ctx.paths.gen_shard(self.ctx.stage, iteration, gen_batch, s) for s in shards]
+        if self.engine.spans_ranks:  # one engine over all ranks: all generate each shard, rank 0 keeps it
+            mine, write = todo, rank == 0
+        else:  # an engine per rank: each generates its share
+            mine, write = todo[rank::world], True
+        for s in mine:
+            generate_shard(ctx, self.engine, iteration, gen_batch, s, policy_step, write=write)
+            if write:
+                score_shard(ctx, self.router, paths[s])
+        for s in unscored[rank::world]:  # generated before a restart, not scored yet
+            score_shard(ctx, self.router, paths[s])
+        barrier()
+        return paths
 
     def learner_turn(self) -> ContextManager[None]:
         return engine_asleep(self.engine)
@@ -328,10 +341,17 @@ def shard_slice(n_prompts: int, num_shards: int, shard_index: int) -> range:
 def rollout_shard(ctx: StageContext, engine: RolloutEngine, iteration: int, gen_batch: int, shard_index: int,
                   policy_step: int) -> Path:
     """Generate this shard's prompt slice and write it atomically; a complete shard of the same policy is kept."""
-    cfg: RlStage = ctx.cfg  # type: ignore[assignment]
     path = ctx.paths.gen_shard(ctx.stage, iteration, gen_batch, shard_index)
     if shard_is_complete(ctx, path, policy_step):
         return path
+    return generate_shard(ctx, engine, iteration, gen_batch, shard_index, policy_step)
+
+
+def generate_shard(ctx: StageContext, engine: RolloutEngine, iteration: int, gen_batch: int, shard_index: int,
+                   policy_step: int, write: bool = True) -> Path:
+    """Generate this shard's prompt slice and (``write``) write it atomically and record it in the manifest."""
+    cfg: RlStage = ctx.cfg  # type: ignore[assignment]
+    path = ctx.paths.gen_shard(ctx.stage, iteration, gen_batch, shard_index)
     problems = read_plan(ctx, iteration, gen_batch)
     index = list(shard_slice(len(problems), cfg.rollout.num_shards, shard_index))
     chosen = [problems[i] for i in index]
@@ -342,6 +362,8 @@ def rollout_shard(ctx: StageContext, engine: RolloutEngine, iteration: int, gen_
     start = time.perf_counter()
     groups = engine.generate(prompts, sampling) if prompts else []
     ctx.timings["generate_s"] = ctx.timings.get("generate_s", 0.0) + time.perf_counter() - start
+    if not write:
+        return path
     data = _samples_to_shard(ctx, chosen, [gen_batch * cfg.rollout.prompts_per_batch + i for i in index], groups)
     sha = write_shard(path, data, stage=ctx.stage, iteration=iteration, gen_batch=gen_batch,
                       shard_index=shard_index, policy_step=policy_step, seed=seed, scored=False,

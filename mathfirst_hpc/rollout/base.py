@@ -37,6 +37,10 @@ class Sample:
 class RolloutEngine(Protocol):
     """Everything the RL loop and the evaluation need from an engine; built only by ``registry.py``."""
 
+    spans_ranks: bool
+    """True when the engine is one instance over every rank of the process group (vLLM's external launcher): each
+    rank must then pass the same prompts to ``generate``, and gets the same samples. False: a rank's own engine."""
+
     def generate(self, prompts: list[list[int]], sampling: SamplingParams) -> list[list[Sample]]:
         """Return, for each prompt, ``sampling.n`` samples."""
         ...

@@ -22,6 +22,8 @@ from .fast_decode import LlamaFamilyDecoder
 
 
 class HFEngine:
+    spans_ranks = False  # each rank has its own: the ranks of a job may generate different shards
+
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, eos_token_ids: list[int],
                  batch_size: int = 64, device: str | torch.device | None = None, fast_decode: bool = True) -> None:
         self.model = model

@@ -176,6 +176,8 @@ class VLLMEngine:
                               hint="point it at the learner's HF export or a local HF model folder")
         self.on_gpu = torch.cuda.is_available()
         self.executor_backend = _executor_backend(config.tensor_parallel_size)
+        self.spans_ranks = self.executor_backend == "external_launcher"
+        """One vLLM instance over the job's ranks: every rank passes the same prompts (``RolloutEngine``)."""
         if not self.on_gpu:
             _set_cpu_env(kv_cache_gb, config.tensor_parallel_size)
         from vllm import LLM  # heavy import: only here

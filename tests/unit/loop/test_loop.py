@@ -30,6 +30,8 @@ STEPS_PER_UPDATE = 2  # optimizer steps the fake learner takes per iteration wit
 class RecordingEngine:
     """Three fixed tokens per sample; logs each generate call (and checks its plan file was written first)."""
 
+    spans_ranks = False
+
     def __init__(self, events: list, ctx_ref: dict) -> None:
         self.events, self.ctx_ref = events, ctx_ref
 

@@ -43,6 +43,7 @@ children are subprocesses (submitit's local executor).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -411,23 +412,34 @@ def resume_run(run_dir: str | Path) -> list[Submitted]:
     return out
 
 
-def cancel_run(run_dir: str | Path) -> list[str]:
-    """scancel every job of the run that is still pending or running (drivers first, so none submits more)."""
+def cancel_run(run_dir: str | Path, driver_exit_timeout_s: float = 90.0, poll_s: float = 1.0) -> list[str]:
+    """scancel every job of the run that is still pending or running. The drivers go first, and their children
+    are listed only once the drivers have ended (or after ``driver_exit_timeout_s``): a driver stopped by the
+    scancel leaves at its next safe point and may still submit a child (a reward service job, while it starts
+    them) and record it in the manifest; a listing taken before that would leave the child running."""
     paths = RunPaths(run_dir)
     if not paths.manifest.exists():
         raise RunDirError(f"{paths.root} is not a run directory (no manifest.json)")
-    cancelled: list[str] = []
-    for _ in range(2):  # a driver may have submitted a child between the listing and its cancellation
-        jobs = {j: e for j, e in Manifest(paths).jobs().items() if e.executor == "slurm"}
-        states = slurm_state.job_states(list(jobs))
-        alive = [j for j in jobs if slurm_state.is_alive(states[j]) and j not in cancelled]
-        drivers = [j for j in alive if jobs[j].kind == "driver"]
-        slurm_state.cancel(drivers)
-        slurm_state.cancel([j for j in alive if j not in drivers])
+    drivers = [j for j in _alive_jobs(paths) if Manifest(paths).jobs()[j].kind == "driver"]
+    slurm_state.cancel(drivers)
+    deadline = time.monotonic() + driver_exit_timeout_s
+    while drivers and time.monotonic() < deadline and slurm_state.in_queue(drivers):
+        time.sleep(poll_s)
+    cancelled = list(drivers)
+    for _ in range(2):  # a job listed as pending may start (and a driver submit) while we cancel
+        alive = [j for j in _alive_jobs(paths) if j not in cancelled]
+        slurm_state.cancel(alive)
         cancelled += alive
         if not alive:
             break
     return cancelled
+
+
+def _alive_jobs(paths: RunPaths) -> list[str]:
+    """The run's Slurm jobs that are pending or running, as the manifest lists them now."""
+    jobs = [j for j, e in Manifest(paths).jobs().items() if e.executor == "slurm"]
+    states = slurm_state.job_states(jobs) if jobs else {}
+    return [j for j in jobs if slurm_state.is_alive(states[j])]
 
 
 def describe(submitted: list[Submitted]) -> str:

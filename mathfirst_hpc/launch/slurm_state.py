@@ -49,6 +49,15 @@ def job_states(job_ids: list[str]) -> dict[str, str]:
     return {j: states.get(j, UNKNOWN) for j in ids}
 
 
+def in_queue(job_ids: list[str]) -> list[str]:
+    """The jobs that squeue still lists, in any state: a cancelled job stays COMPLETING while its processes run
+    (sacct already says CANCELLED then)."""
+    if not job_ids:
+        return []
+    out = _run(["squeue", "-h", "-o", "%i", "-j", ",".join(map(str, job_ids))])
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
 def pending_reason(job_id: str) -> str:
     """squeue's reason for a pending job (e.g. Dependency, DependencyNeverSatisfied), '' if none."""
     return _run(["squeue", "-h", "-o", "%r", "-j", str(job_id)]).strip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -32,3 +33,17 @@ def cluster() -> None:
 @pytest.fixture
 def dev_profile(cluster: None):
     return load_profile("local-dev")
+
+
+@pytest.fixture(scope="session")
+def sft_run(cluster, tmp_path_factory) -> Path:
+    """One stage 1 run of the TINY preset on the local cluster: the base every stage 2 test copies."""
+    from mathfirst_hpc.launch.driver import submit_stages
+
+    from .support import TINY, wait_final
+
+    run_dir = tmp_path_factory.mktemp("slurm") / "base"
+    submitted = submit_stages(run_dir, "stage1", "local-dev", overrides=TINY)
+    assert [s.stage for s in submitted] == ["sft"] and submitted[0].job_id
+    wait_final(run_dir, "sft")
+    return run_dir

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import sys
 import time
@@ -101,6 +102,12 @@ def log_of(run_dir: Path, job_id: str) -> str:
     info = manifest(run_dir)["jobs"][job_id]
     folder = Path(info["folder"].replace("%j", job_id))
     return "\n".join(p.read_text(errors="replace") for p in sorted(folder.glob("*.out")))
+
+
+def copy_run(base: Path, dest: Path) -> Path:
+    """A copy of a run dir to go on from (its lock files left behind)."""
+    shutil.copytree(base, dest, ignore=shutil.ignore_patterns("*.lock"))
+    return dest
 
 
 def wait_final(run_dir: Path, stage: str, timeout_s: float = 240, kind: str = "driver") -> None:

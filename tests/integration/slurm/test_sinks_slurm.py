@@ -23,12 +23,9 @@ from mathfirst_hpc import sinks
 from mathfirst_hpc.atomic import read_jsonl
 from mathfirst_hpc.paths import RunPaths
 
-from . import test_stages_slurm
-from .support import TINY, jobs_of, log_of, wait_final, wait_for
+from .support import TINY, copy_run, jobs_of, log_of, wait_final, wait_for
 
 pytestmark = pytest.mark.slurm
-sft_run = test_stages_slurm.sft_run
-"""The stage 1 run of test_stages_slurm (a session fixture; one more SFT run when both modules run)."""
 
 STAGE = "math_rl"
 ITERATIONS = 3
@@ -112,7 +109,7 @@ def submit(run_dir: Path) -> str:
 
 def test_requeued_learner_and_driver_leave_one_point_per_step(sft_run: Path, tmp_path: Path) -> None:
     pytest.importorskip("wandb", reason="the wandb extra is not installed (pip install -e '.[wandb]')")
-    run_dir = test_stages_slurm.copy_run(sft_run, tmp_path / "sinks")
+    run_dir = copy_run(sft_run, tmp_path / "sinks")
     driver = submit(run_dir)
 
     # 1. the learner of iteration 0, once its handler is installed: it stops at its first micro-batch boundary

@@ -1,6 +1,6 @@
 """Stages through the real local Slurm cluster (profile local-dev), with the tiny preset shrunk further (TINY).
 
-One stage 1 run (session fixture) is the base of every stage 2 run; one uninterrupted stage 2 run is the
+One stage 1 run (``sft_run``, a session fixture of conftest.py) is the base of every stage 2 run; one uninterrupted stage 2 run is the
 reference the preempted, requeued, killed and 2-node runs must reproduce exactly (same seed, same steps)."""
 
 from __future__ import annotations
@@ -23,24 +23,10 @@ from mathfirst_hpc.manifest import Manifest
 from mathfirst_hpc.paths import RunPaths
 from mathfirst_hpc.shards import read_shard
 
-from .support import (TINY, assert_same_weights, final_meta, final_weights, jobs_of, log_of, manifest, wait_final,
-                      wait_for)
+from .support import (TINY, assert_same_weights, copy_run, final_meta, final_weights, jobs_of, log_of, manifest,
+                      wait_final, wait_for)
 
 pytestmark = pytest.mark.slurm
-
-
-@pytest.fixture(scope="session")
-def sft_run(cluster, tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("slurm") / "base"
-    submitted = submit_stages(run_dir, "stage1", "local-dev", overrides=TINY)
-    assert [s.stage for s in submitted] == ["sft"] and submitted[0].job_id
-    wait_final(run_dir, "sft")
-    return run_dir
-
-
-def copy_run(base: Path, dest: Path) -> Path:
-    shutil.copytree(base, dest, ignore=shutil.ignore_patterns("*.lock"))
-    return dest
 
 
 @pytest.fixture(scope="session")

@@ -123,7 +123,7 @@ class SlurmRollouts:
         for result in results:
             for part, seconds in result.timings.items():
                 self._add(part, seconds)  # summed over tasks
-        for part in ("task_s", "generate_s", "load_s"):  # the slowest task of the array sets its wall time
+        for part in ("task_s", "generate_s", "load_s", "reward_s"):  # the slowest task sets the array's time
             self._add(f"max_{part}", max((r.timings.get(part, 0.0) for r in results), default=0.0))
         self._add("arrays", 1.0 if results else 0.0)
         self._add("rollout_wall_s", time.perf_counter() - wall_start)

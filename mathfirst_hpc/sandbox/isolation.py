@@ -159,6 +159,8 @@ class JobDir:
     host: Path
     root: str
     writable: list[str] = field(default_factory=list)
+    build_opened: bool = False
+    """``make_writable`` was called on it (its ownership and mode need resetting afterwards)."""
 
 
 def _running_as_root() -> bool:
@@ -325,6 +327,8 @@ class BwrapIsolation(Isolation):
         self.bwrap_path = bwrap
         self._system_args = self._system_binds()
         self._zygotes: dict[int, Zygote] = {}
+        self._clean_job_dirs: set[Path] = set()
+        """Job folders that release_job_dir emptied (new_job_dir need not empty them again)."""
         self.zygote_binary = compiled_zygote() if cfg.zygote != "python" else None
         if self.zygote_binary is None and cfg.zygote == "c":
             raise SandboxUnavailableError("the C zygote could not be compiled (no cc/gcc?)",
@@ -352,24 +356,26 @@ class BwrapIsolation(Isolation):
     # --- the job folder: one per worker, bound once into its zygote, emptied between jobs ----------------------
     def new_job_dir(self, slot: Slot) -> JobDir:
         host = slot.dir / "job"
-        if host.is_dir():
-            _empty(host)
+        if host in self._clean_job_dirs:  # emptied by release_job_dir and untouched since
+            self._clean_job_dirs.discard(host)
+        elif host.is_dir():
+            _empty(str(host))
+            _reset_build_dir(host / BUILD_DIR)
         else:
             host.mkdir(mode=0o755)
             (host / BUILD_DIR).mkdir(mode=0o755)
         return JobDir(host=host, root=SANDBOX_ROOT)
 
     def release_job_dir(self, job_dir: JobDir) -> None:
-        _empty(job_dir.host)
-        build = job_dir.host / BUILD_DIR
-        info = os.stat(build)
-        if info.st_uid != os.geteuid() or info.st_mode & 0o777 != 0o755:  # it was made writable for a compile
-            os.chown(build, os.geteuid(), os.getegid())
-            os.chmod(build, 0o755)
+        _empty(str(job_dir.host))
+        if job_dir.build_opened:  # it was made writable for a compile
+            _reset_build_dir(job_dir.host / BUILD_DIR)
+        self._clean_job_dirs.add(job_dir.host)
 
     def make_writable(self, slot: Slot, job_dir: JobDir, name: str) -> str:
         if name != BUILD_DIR:
             raise ValueError(f"only {BUILD_DIR!r} can be made writable under bwrap, not {name!r}")
+        job_dir.build_opened = True
         path = job_dir.host / name
         path.chmod(0o700)
         if slot.uid is not None:
@@ -465,15 +471,26 @@ def compiled_zygote() -> Path | None:
         return None
 
 
-def _empty(folder: Path) -> None:
-    """Remove everything inside ``folder`` (the build folder stays, emptied)."""
-    for entry in folder.iterdir():
-        if entry.name == BUILD_DIR and entry.is_dir() and not entry.is_symlink():
-            _empty(entry)
-        elif entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+def _empty(folder: str, top: bool = True) -> None:
+    """Remove everything inside ``folder`` (the top folder's build folder stays, emptied)."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                if top and entry.name == BUILD_DIR:
+                    _empty(entry.path, top=False)
+                else:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+
+def _reset_build_dir(build: Path) -> None:
+    """The build folder back to read-only for the worker's uid (owned by us, 0755) after a compile."""
+    info = os.stat(build)
+    if info.st_uid != os.geteuid() or info.st_mode & 0o777 != 0o755:
+        os.chown(build, os.geteuid(), os.getegid())
+        os.chmod(build, 0o755)
 
 
 class Zygote:

@@ -189,9 +189,14 @@ class JobRunner:
 
 
 def _write(job_dir: JobDir, name: str, text: str) -> None:
-    path = job_dir.host / name
-    path.write_text(text, encoding="utf-8")
-    path.chmod(0o644)
+    fd = os.open(f"{job_dir.host}/{name}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.fchmod(fd, 0o644)  # whatever the umask
+        data = text.encode()
+        while data:
+            data = data[os.write(fd, data):]
+    finally:
+        os.close(fd)
 
 
 async def run_one(job: ExecJob, cfg: SandboxConfig) -> ExecResult:

@@ -48,7 +48,10 @@ from .types import STATUSES, ExecJob, ExecResult
 
 log = logging.getLogger(__name__)
 COALESCE_S = 0.02
-COALESCE_MAX_S = 0.25
+COALESCE_MAX_S = 1.0
+COALESCE_FRACTION = 2
+"""A long poll answers once half of its ids are done, when the server has nothing left to run, or after the time
+those results should take (from the average execution time and the worker count), at most COALESCE_MAX_S."""
 UNSAFE_WARNING = ("WARNING: sandbox isolation is 'none': programs run without namespaces, with only rlimits and "
                   "a separate uid; untrusted code can read files and use the network. Use bwrap for RL/eval.")
 
@@ -141,22 +144,28 @@ class SandboxService:
         return ids
 
     async def results(self, ids: list[str], wait_s: float) -> dict:
-        known = [i for i in ids if i in self.records]
-        unknown = [i for i in ids if i not in self.records]
-        if known and wait_s > 0 and all(self.records[i].result is None for i in known):
+        records = self.records
+        known = [i for i in ids if i in records]
+        unknown = [i for i in ids if i not in records]
+        finished = sum(1 for i in known if records[i].result is not None)
+        if known and wait_s > 0 and finished == 0:
             waiter = asyncio.get_running_loop().create_future()
             for job_id in known:
-                self.records[job_id].waiters.append(waiter)
+                records[job_id].waiters.append(waiter)
             try:
                 await asyncio.wait_for(asyncio.shield(waiter), timeout=wait_s)
-                await self._coalesce(known)
+                await self._coalesce(known, 1)
             except TimeoutError:
                 pass
             finally:
                 for job_id in known:
-                    record = self.records.get(job_id)
+                    record = records.get(job_id)
                     if record is not None and waiter in record.waiters:
                         record.waiters.remove(waiter)
+        elif known and wait_s > 0 and finished < len(known):
+            # some finished while the client was away: still gather more, or a client that polls as soon as
+            # it has an answer gets one or two results per request, each request costing O(its ids)
+            await self._coalesce(known, finished)
         done, pending = {}, []
         for job_id in known:
             record = self.records.get(job_id)
@@ -169,17 +178,21 @@ class SandboxService:
                 del self.records[job_id]
         return {"results": done, "pending": pending, "unknown": unknown}
 
-    async def _coalesce(self, known: list[str]) -> None:
-        """Let more of ``known`` finish before answering: fewer, larger responses. A client polls with every id it
-        still waits for, so answering after each single result would cost O(batch) per result. O(1) per step:
-        counts completions server-wide, and stops early once nothing is running or queued."""
-        target = max(1, len(known) // 8)
-        deadline = time.monotonic() + min(COALESCE_MAX_S, COALESCE_S * max(1.0, len(known) / 16))
+    async def _coalesce(self, known: list[str], finished: int) -> None:
+        """Let more of ``known`` (``finished`` of them done) finish before answering: fewer, larger responses. A
+        client polls with every id it still waits for, so answering after each single result would cost O(batch)
+        per result. O(1) per step: counts completions server-wide, and stops early once nothing is running or
+        queued."""
+        target = max(1, len(known) // COALESCE_FRACTION)
+        if finished >= target:
+            return
+        expected_s = 1.5 * (target - finished) * self._exec_s_avg / len(self.slots)
+        deadline = time.monotonic() + min(COALESCE_MAX_S, max(COALESCE_S, expected_s))
         first = self.completed
         while True:
             await asyncio.sleep(COALESCE_S)
             idle = not self.running and self.queue.empty()
-            if self.completed - first + 1 >= target or idle or time.monotonic() >= deadline:
+            if self.completed - first + finished >= target or idle or time.monotonic() >= deadline:
                 return
 
     def health(self) -> dict:

@@ -22,7 +22,7 @@ Statuses (``ExecResult.status``):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 Status = Literal["ok", "runtime_error", "timeout", "memory", "output_limit", "killed", "sandbox_error"]
@@ -55,14 +55,16 @@ class ExecJob:
     """Address-space limit (RLIMIT_AS) of the program."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # flat, as asdict would give it (tests copied), without asdict's recursive deep copy
+        data = {name: getattr(self, name) for name in _JOB_FIELDS}
+        data["tests"] = [dict(test) if isinstance(test, dict) else test for test in self.tests]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExecJob:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - _JOB_FIELD_SET)
         if unknown:
-            raise ValueError(f"unknown job fields {unknown}; valid: {sorted(known)}")
+            raise ValueError(f"unknown job fields {unknown}; valid: {sorted(_JOB_FIELD_SET)}")
         job = cls(**data)
         job.validate()
         return job
@@ -123,12 +125,14 @@ class ExecResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExecResult:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{k: v for k, v in data.items() if k in _RESULT_FIELD_SET})
 
     @classmethod
     def sandbox_failure(cls, detail: str, tests_total: int = 0) -> ExecResult:
         return cls(status="sandbox_error", passed=None, tests_total=tests_total, detail=detail)
 
 
+_JOB_FIELDS = tuple(f.name for f in fields(ExecJob))
+_JOB_FIELD_SET = frozenset(_JOB_FIELDS)
 _RESULT_FIELDS = tuple(f.name for f in fields(ExecResult))
+_RESULT_FIELD_SET = frozenset(_RESULT_FIELDS)

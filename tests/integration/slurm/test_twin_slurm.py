@@ -125,15 +125,14 @@ def _running(job_id: str | None) -> bool:
 
 def _driver_failed(run_dir: Path) -> str | None:
     """The log of a driver that ended without its stage final (then waiting is pointless)."""
-    m = manifest(run_dir)
-    for stage in STAGES:
-        job = _newest(run_dir, "driver", stage)
-        if job is None:
-            continue
-        state = job_states([job])[job]
+    drivers = {stage: job for stage in STAGES if (job := _newest(run_dir, "driver", stage)) is not None}
+    states = job_states(list(drivers.values()))
+    entries = manifest(run_dir)["stages"]  # read after the states: a driver marks its stage final, then ends
+    for stage, job in drivers.items():
+        state = states[job]
         if state not in ("UNKNOWN", "COMPLETED") and not is_alive(state):
             return f"driver {job} of {stage} ended {state}:\n{log_of(run_dir, job)[-3000:]}"
-        if state == "COMPLETED" and m["stages"].get(stage, {}).get("status") != "final":
+        if state == "COMPLETED" and entries.get(stage, {}).get("status") != "final":
             return f"driver {job} of {stage} completed without a final checkpoint"
     return None
 

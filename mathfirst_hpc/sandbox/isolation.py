@@ -328,6 +328,7 @@ class BwrapIsolation(Isolation):
         self._system_args = self._system_binds()
         self._zygotes: dict[int, Zygote] = {}
         self._clean_job_dirs: set[Path] = set()
+        self._specs: dict[tuple, bytes] = {}
         """Job folders that release_job_dir emptied (new_job_dir need not empty them again)."""
         self.zygote_binary = compiled_zygote() if cfg.zygote != "python" else None
         if self.zygote_binary is None and cfg.zygote == "c":
@@ -405,9 +406,15 @@ class BwrapIsolation(Isolation):
                 str(control_fd)]
 
     async def run(self, slot: Slot, job_dir: JobDir, argv: list[str], stdin: bytes, limits: Limits) -> RawRun:
-        readonly = [] if BUILD_DIR in job_dir.writable else [f"{SANDBOX_ROOT}/{BUILD_DIR}"]
-        spec = encode_job(argv, SANDBOX_ENV, "/tmp", limits.rlimits(), self.cfg.tmp_size_mb << 20,
-                          SHM_SIZE_MB << 20, readonly)
+        readonly = BUILD_DIR not in job_dir.writable
+        key = (tuple(argv), readonly, limits.cpu_s, limits.memory_mb, limits.file_size_mb, limits.max_processes)
+        spec = self._specs.get(key)
+        if spec is None:  # the same few messages recur (one per program kind and limits): encoded once each
+            spec = encode_job(argv, SANDBOX_ENV, "/tmp", limits.rlimits(), self.cfg.tmp_size_mb << 20,
+                              SHM_SIZE_MB << 20, [f"{SANDBOX_ROOT}/{BUILD_DIR}"] if readonly else [])
+            if len(self._specs) >= 64:
+                self._specs.clear()
+            self._specs[key] = spec
         for _attempt in range(2):  # a zygote found dead before it took the job is replaced once: nothing ran
             zygote = self._zygotes.get(slot.index)
             if zygote is None or not zygote.alive:
@@ -568,22 +575,31 @@ class Zygote:
             raw.output_exceeded = True
             kill()
 
+        def wall_limit() -> None:  # the program ran too long: kill it, and give the zygote 5 s to answer
+            nonlocal timer
+            raw.wall_killed = True
+            kill()
+            timer = loop.call_later(5.0, no_answer)
+
+        def no_answer() -> None:
+            if not reply.done():
+                reply.set_result(_NO_ANSWER)
+
         reply: asyncio.Future = loop.create_future()
         self._reply = reply
         out = _FdReader(loop, out_r, limits.max_output_bytes, exceeded)
         err = _FdReader(loop, err_r, limits.max_output_bytes, exceeded)
-        feeder = _FdWriter(loop, in_w, stdin)
+        feeder = _FdWriter(loop, in_w, stdin) if stdin else None
+        if feeder is None:
+            os.close(in_w)  # an empty stdin: EOF at once
+        timer = loop.call_later(limits.wall_s, wall_limit)
         try:
-            done, _ = await asyncio.wait({reply}, timeout=limits.wall_s)
-            if not done:
-                raw.wall_killed = True
-                kill()
-                done, _ = await asyncio.wait({reply}, timeout=5.0)
-            if not done:  # the zygote does not answer: end it and everything under it
+            message = await reply
+            if message is _NO_ANSWER:  # the zygote does not answer: end it and everything under it
                 return await self._died(raw, "its launcher did not answer a kill within 5 s", "the sandbox failed")
-            if reply.result() is None:
+            if message is None:
                 return await self._died(raw, "its launcher exited while the job ran", "the sandbox failed")
-            code, _, setup_error = reply.result().partition(b"\0")
+            code, _, setup_error = message.partition(b"\0")
             raw.exit_code = int(code)
             if setup_error:
                 raw.sandbox_failure = f"the sandbox did not start: {setup_error.decode(errors='replace')}"
@@ -598,12 +614,14 @@ class Zygote:
                 await asyncio.shield(self.stop())
             raise
         finally:
+            timer.cancel()
             raw.wall_s = time.perf_counter() - started
             if not reply.done():
                 reply.cancel()
             self._reply = None
             raw.stdout, raw.stderr = out.close(), err.close()
-            feeder.close()
+            if feeder is not None:
+                feeder.close()
         return raw
 
     def _on_reply(self) -> None:
@@ -645,6 +663,10 @@ class Zygote:
             _kill_group(self.proc.pid)
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(self.proc.wait(), 5.0)
+
+
+_NO_ANSWER = object()
+"""Set as the reply when the zygote does not answer a kill within 5 s."""
 
 
 class _FdReader:

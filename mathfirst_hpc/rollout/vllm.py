@@ -37,6 +37,11 @@ this process, so a TP=1 caller needs no ``__main__`` guard), VLLM_CPU_KVCACHE_SP
 default reserves far more than a test needs) and, for TP > 1, VLLM_CPU_OMP_THREADS_BIND (an even split of this
 process's cores over the ranks; vllm-cpu otherwise wants one NUMA node per rank).
 
+Two TP > 1 engines under the external launcher on one host at the same time fail on CPU: vllm-cpu names its
+shared-memory communicator after the port of the distributed init method, which is ``env://`` (no port) under the
+external launcher, so both pick the same name (``create shm in SHMManager failed. errno: 17``). One engine per host
+at a time is fine (a requeued job included); GPUs use NCCL, which has no such name.
+
 Not exercised here (no vLLM on the GPU machines): sleep mode, CUDA graphs, TP on GPUs. The usage above sleeps at
 level 1 (weights offloaded and restored): level 2 drops the weights, and buffers that an in-place update does not
 rewrite (the rotary cache) might come back undefined; unverified, so not the default.

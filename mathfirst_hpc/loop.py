@@ -220,7 +220,8 @@ class InProcessLearner:
             return LearnerResult(iteration, step, preempted=True, timings=dict(ctx.timings))
         self._state = RlState(iteration, 0, step, step).next_iteration(record.data_after)
         # after a restart mid-iteration the update metrics cover the mini-batches run since
-        log_metrics(ctx, IterationRecord(iteration + 1, step, {**record.metrics, **update_metrics(updates)}).to_dict())
+        metrics = {**record.metrics, **update_metrics(updates), **time_metrics(record, ctx.timings)}
+        log_metrics(ctx, IterationRecord(iteration + 1, step, metrics).to_dict())
         return LearnerResult(iteration, step, final=iteration + 1 == cfg.steps, timings=dict(ctx.timings))
 
     def save(self, final: bool) -> None:
@@ -546,6 +547,18 @@ def iteration_metrics(batch: IterationBatch, updates: list[dict[str, float]], ma
         rollout_tokens_per_s=float(lengths.sum() / max(timings.get("generate_s", 0.0), 1e-9)))
     record.update(update_metrics(updates))
     return record
+
+
+TIME_KEYS = {"generate_s": "generate_s", "reward_s": "reward_s", "weight_sync_s": "weight_sync_s",
+             "collect_wall_s": "collect_s", "train_s": "train_s"}
+"""Where an iteration's time went, logged as ``time/<name>`` (seconds): the collection's from driver.json (in
+phases mode generate_s is summed over the rollout tasks, reward_s is the driver reading scored shards back), the
+update's from the learner (this run of it, after a restart mid-iteration)."""
+
+
+def time_metrics(record: DriverRecord, learner_timings: dict[str, float]) -> dict[str, float]:
+    found = {**record.timings, **{k: v for k, v in learner_timings.items() if k == "train_s"}}
+    return {f"time/{name}": float(found[key]) for key, name in TIME_KEYS.items() if key in found}
 
 
 def update_metrics(updates: list[dict[str, float]]) -> dict[str, float]:

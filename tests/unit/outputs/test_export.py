@@ -82,3 +82,15 @@ def test_corrupt_shard_fails_and_leaves_no_file(tiny_run, tmp_path) -> None:
     with pytest.raises(ShardError, match="checksum"):
         export_rollouts(run, "math_rl", tmp_path / "bad.parquet")
     assert not (tmp_path / "bad.parquet").exists()
+
+
+def test_rl_lines_say_where_each_iteration_went(tiny_run: Path) -> None:
+    """Every RL line of metrics.jsonl carries time/<part> seconds (what bench_orchestration and a TensorBoard user
+    read): the collection's parts from driver.json, the update's from the learner."""
+    from mathfirst_hpc.atomic import read_jsonl
+
+    rows = [r for r in read_jsonl(tiny_run / "metrics.jsonl") if r["stage"] == "math_rl"]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["time/generate_s"] > 0 and row["time/train_s"] > 0 and row["time/collect_s"] > 0
+        assert row["time/collect_s"] >= row["time/generate_s"]

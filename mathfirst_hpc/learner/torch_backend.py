@@ -184,18 +184,18 @@ class SharedPrefixForward:
             prefix, k_prefix, v_prefix = self._layer(layer, prefix, prefix_rope)
             suffix, _, _ = self._layer(layer, suffix, suffix_rope, (k_prefix[groups.group_of_row],
                                                                       v_prefix[groups.group_of_row], mask))
-        return self.inner.norm(prefix), self.inner.norm(suffix)
+        return rms_norm(self.inner.norm, prefix), rms_norm(self.inner.norm, suffix)
 
     def _layer(self, layer: Any, hidden: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
                context: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         attn = layer.self_attn
         rows, length, _ = hidden.shape
-        x = layer.input_layernorm(hidden)
+        x = rms_norm(layer.input_layernorm, hidden)
         shape = (rows, length, -1, attn.head_dim)
         q, k, v = attn.q_proj(x).view(shape), attn.k_proj(x).view(shape), attn.v_proj(x).view(shape)
         if hasattr(attn, "q_norm"):
-            q, k = attn.q_norm(q), attn.k_norm(k)
+            q, k = rms_norm(attn.q_norm, q), rms_norm(attn.k_norm, k)
         q, k = self.rope(q.transpose(1, 2), k.transpose(1, 2), *rope)
         v = v.transpose(1, 2)
         if context is None:  # a prefix: plain causal attention (right padding is never seen by real tokens)
@@ -205,8 +205,44 @@ class SharedPrefixForward:
             out = F.scaled_dot_product_attention(q, torch.cat([k_ctx, k], dim=2), torch.cat([v_ctx, v], dim=2),
                                                  attn_mask=mask, scale=attn.scaling, enable_gqa=True)
         hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(rows, length, -1))
-        hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        hidden = hidden + layer.mlp(rms_norm(layer.post_attention_layernorm, hidden))
         return hidden, k, v
+
+
+class _RmsNorm(torch.autograd.Function):
+    """``weight * (x * rsqrt(mean(x**2) + eps))`` over the last dimension, as HF's Llama/Qwen3 RMSNorm computes it
+    in float32 (the same ops in the same order: the same bits), with a hand-written backward: eight elementwise
+    passes instead of autograd's chain through pow, mean, rsqrt and two products (~20% less time per norm on
+    the CPU; a shared-prefix step has 18 of them)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        rstd = torch.rsqrt(x.square().mean(-1, keepdim=True) + eps)
+        normed = x * rstd
+        ctx.save_for_backward(normed, rstd, weight)
+        return weight * normed
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+        normed, rstd, weight = ctx.saved_tensors
+        grad_normed = grad * weight
+        grad_x = (grad_normed - normed * (grad_normed * normed).mean(-1, keepdim=True)) * rstd
+        grad_weight = (grad * normed).reshape(-1, normed.shape[-1]).sum(0)
+        return grad_x, grad_weight, None
+
+
+def rms_norm(module: Any, x: torch.Tensor) -> torch.Tensor:
+    """``module(x)`` for an HF RMSNorm module (``weight``, ``variance_epsilon``) through ``_RmsNorm`` when all is
+    float32 (where HF's casts are no-ops); any other module or dtype runs the module itself."""
+    weight, eps = getattr(module, "weight", None), getattr(module, "variance_epsilon", None)
+    if (type(module).__name__ not in _HF_RMS_NORMS or eps is None or x.dtype != torch.float32
+            or weight is None or weight.dtype != torch.float32):
+        return module(x)
+    return _RmsNorm.apply(x, weight, eps)
+
+
+_HF_RMS_NORMS = frozenset({"Qwen3RMSNorm", "LlamaRMSNorm"})
+"""RMSNorm classes whose forward is exactly ``weight * (x * rsqrt(x.pow(2).mean(-1) + eps))`` in float32."""
 
 
 def shared_prefix_token_logprobs(model: Any, batch: TokenBatch, groups: PrefixGroups
@@ -238,6 +274,19 @@ def lr_lambda(cfg: OptimConfig, total_steps: int):
     return factor
 
 
+def _adamw_kernel(params: list[torch.Tensor]) -> dict[str, bool]:
+    """``fused=True`` where torch has a fused AdamW kernel for these parameters (floating point, on the CPU or a
+    CUDA device): one kernel per parameter instead of a dozen small ops each. The same update rule; on a tiny
+    model the per-op overhead of the plain loop is a visible part of a step."""
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return {"fused": True} if fused else {}
+
+
+def _foreach_ok(params: list[torch.Tensor]) -> bool | None:
+    """``foreach=True`` for clip_grad_norm_ on the CPU too (torch picks it by itself only on accelerators)."""
+    return True if params and all(p.device.type in ("cpu", "cuda") for p in params) else None
+
+
 class TorchBackend:
     supports_partial_steps = True
     """train_step can stop between micro-batches and resume from a PartialStep."""
@@ -255,7 +304,8 @@ class TorchBackend:
                 dist.broadcast(tensor.data, src=0)
         self.optim_cfg = optim
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=optim.lr, betas=(optim.beta1, optim.beta2),
-                                           eps=optim.eps, weight_decay=optim.weight_decay)
+                                           eps=optim.eps, weight_decay=optim.weight_decay,
+                                           **_adamw_kernel(list(self.model.parameters())))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(optim, total_steps))
 
     # LearnerBackend ----------------------------------------------------------------------------------------------
@@ -327,7 +377,7 @@ class TorchBackend:
         totals = self._sum_metrics(totals)
         params = [p for p in self.model.parameters() if p.grad is not None]
         max_norm = self.optim_cfg.grad_clip if self.optim_cfg.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=_foreach_ok(params))
         totals["lr"] = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
         self.scheduler.step()

@@ -20,7 +20,7 @@ from mathfirst_hpc.data.synthetic import corpus_texts, make_problems
 from mathfirst_hpc.learner.base import TokenBatch
 from mathfirst_hpc.learner.dapo import global_counts, make_dapo_loss
 from mathfirst_hpc.learner.sft import collate_packed, make_sft_loss, tokenize_example
-from mathfirst_hpc.learner.torch_backend import (TorchBackend, _TokenLogprob, prefix_groups,
+from mathfirst_hpc.learner.torch_backend import (TorchBackend, _RmsNorm, _TokenLogprob, prefix_groups, rms_norm,
                                                  shared_prefix_token_logprobs)
 from mathfirst_hpc.models import build_model, eos_ids, prompt_ids, train_tokenizer
 from mathfirst_hpc.rollout.base import SamplingParams
@@ -153,6 +153,34 @@ def test_fused_token_logprob_value_and_gradient() -> None:
     assert torch.allclose(logp, reference.gather(-1, targets[:, None]).squeeze(-1))
     assert torch.allclose(entropy, -(reference.exp() * reference).sum(-1))
     assert torch.autograd.gradcheck(lambda x: _TokenLogprob.apply(x, targets)[0], (logits,))
+
+
+@pytest.mark.parametrize("preset", ["tiny-qwen3", "tiny-llama"])
+def test_rms_norm_is_the_hf_module(tokenizer, preset: str) -> None:
+    """Forward bit for bit (the same float32 ops in the same order), gradients to float rounding, and the module
+    itself for anything else (float64 here)."""
+    model = build_model(ModelConfig(preset=preset, vocab_size=400), tokenizer, seed=3)
+    layer = model.model.layers[0]
+    module = layer.input_layernorm
+    module.weight.data.normal_()
+    x = torch.randn(3, 5, module.weight.shape[0], requires_grad=True)
+    grad = torch.randn(3, 5, module.weight.shape[0])
+    expected = module(x)
+    expected.backward(grad)
+    grad_x, grad_w = x.grad.clone(), module.weight.grad.clone()
+    x.grad, module.weight.grad = None, None
+    got = rms_norm(module, x)
+    assert torch.equal(got, expected) and got.grad_fn.name().endswith("_RmsNormBackward")
+    got.backward(grad)
+    assert torch.allclose(x.grad, grad_x, atol=1e-6) and torch.allclose(module.weight.grad, grad_w, atol=1e-5)
+    if hasattr(layer.self_attn, "q_norm"):  # Qwen3's per-head norms
+        q = torch.randn(2, 4, 3, layer.self_attn.head_dim)
+        assert torch.equal(rms_norm(layer.self_attn.q_norm, q), layer.self_attn.q_norm(q))
+    x64 = torch.randn(2, module.weight.shape[0], dtype=torch.float64)
+    assert rms_norm(module, x64).dtype == module(x64).dtype
+    weight = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t, w: _RmsNorm.apply(t, w, 1e-6),
+                                    (torch.randn(4, 6, dtype=torch.float64, requires_grad=True), weight))
 
 
 def test_rollout_old_logprobs_give_trls_gradient(tokenizer) -> None:

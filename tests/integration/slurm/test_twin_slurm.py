@@ -14,6 +14,8 @@ gets stage 3 alone from the same stage 2 checkpoint (``submit stage3 --init-from
 ``mathfirst-hpc status`` must show every stage final, and the interrupted run's final stage 3 weights must equal
 the reference's bit for bit: generation is seeded per shard (vLLM's per-request seeds; on CPU its samples and
 log-probs were bit-identical across runs, measured), the learner resumes exactly, and the judge decodes greedily.
+The services must have been really used: code answers run in the sandbox job, free-form STEM answers sent to the
+judge job (the twin's SFT teaches the answer formats).
 About 8-13 min on the 2-core machine (most of it job start-up: ~20 s of imports per vLLM rollout task).
 
 How the jobs get what the CPU needs (both written by this test, nothing in the product):
@@ -198,6 +200,19 @@ def _restarted(run_dir: Path, job_id: str) -> bool:
     return f"Slurm job {job_id}, restart 1" in log_of(run_dir, job_id)
 
 
+def _services_used(run_dir: Path) -> dict[str, int]:
+    """Stage 3 samples scored by the sandbox (code run, whatever the outcome) and by the judge (a reply)."""
+    from mathfirst_hpc.shards import read_shard
+
+    used = {"sandbox": 0, "judge": 0}
+    for path in sorted((run_dir / "rollouts" / "joint_rl").glob("iter_*/shard_*.h5")):
+        data = read_shard(path)
+        for domain, verdict, reason in zip(data.domain, data.verdict, data.reason):
+            used["sandbox"] += domain == "code" and verdict in ("correct", "incorrect")
+            used["judge"] += domain == "stem" and reason.startswith("judge")
+    return used
+
+
 def _status(run_dir: Path) -> dict:
     return json.loads(_cli("status", str(run_dir), "--json"))
 
@@ -233,6 +248,10 @@ def test_twin_preset_survives_stage3_interruptions_with_exact_weights(twin_setup
     judges = _judge_jobs(interrupted)
     assert len(judges) >= 2 and judges[0] == hit["judge"], judges
     assert_same_weights(final_weights(interrupted, "joint_rl"), final_weights(reference, "joint_rl"))
+    used = _services_used(interrupted)
+    assert used["sandbox"] and used["judge"], (
+        f"stage 3 answers that reached the services: {used}; the twin's SFT should teach the answer formats "
+        "(stages/twin/sft.yaml: steps, the code share)")
     emergency = "state saved after SIGTERM" in log_of(interrupted, hit["learner"])
     print(f"twin: final in {wall_s:.0f} s; interrupted jobs {hit} (learner emergency checkpoint: {emergency}), "
-          f"judge jobs {judges}")
+          f"judge jobs {judges}, answers scored by the services {used}")

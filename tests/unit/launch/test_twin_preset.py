@@ -41,7 +41,7 @@ def test_twin_runs_the_paper_job_graph(stage: str) -> None:
     paper = load_stage_config(stage, "qwen3-4b", check_files=False)
     twin = load_stage_config(stage, "twin", check_files=False)
     if stage == "sft":  # the twin's cold start adds small shares of the other domains (see stages/twin/sft.yaml)
-        assert set(paper.data.mix) <= set(twin.data.mix) and twin.data.mix["math"].weight >= 0.8
+        assert set(paper.data.mix) <= set(twin.data.mix) and twin.data.mix["math"].weight >= 0.7
     else:
         assert set(twin.data.mix) == set(paper.data.mix)
     assert twin.parallel.backend == "megatron" and twin.parallel.tp == 2 and twin.parallel.pp == 1

@@ -22,6 +22,9 @@ Per iteration, wall-clock from the driver's side, split into parts:
     other            what remains: planning, writing the kept batch, bookkeeping, the tasks' tokenizer and shard
                      writes
 
+One-allocation mode (``submit --mode allocation``, one job for the stage) is measured last, from its metrics lines
+(time between two lines, minus their time/generate_s, time/train_s and time/reward_s). Goal: at most 0.5 s.
+
 Overhead = iteration wall - generation - learning - rewards. Goal: at most 5 s per iteration in phases mode (mean
 of iterations 2..N; the first one, with the driver's start, is reported apart). The machine's load average is
 printed with the figures: on a shared machine every part grows with it.
@@ -46,6 +49,8 @@ from pathlib import Path
 
 GOAL_S = 5.0
 """Phases mode's orchestration overhead per iteration (issue 12, item 7), seconds."""
+ALLOCATION_GOAL_S = 0.5
+"""One-allocation mode's overhead per iteration, seconds."""
 OVERRIDES = [
     "sft:steps=2", "sft:sft.batch_size=8", "sft:sft.micro_batch_size=8",
     "math_rl:rollout.num_shards=2", "math_rl:dapo.max_gen_batches=1", "math_rl:checkpoint.keep_last=2",
@@ -189,13 +194,53 @@ def main() -> int:
           f"{'met' if slurm_overhead <= GOAL_S else 'NOT met'}")
 
     # ---- one-allocation mode (submit --mode allocation) ------------------------------------------------------
-    # Not measured here yet: the mode is being added by another change. Its place: run the same stage from a copy
-    # of ``base`` with submit_stages(..., mode="allocation") on local-dev, wait for it to be final, and report its
-    # overhead per iteration next to the phases line above (its iterations run inside one job, so there is no
-    # per-iteration job start or scheduling; parts_per_iteration's driver log does not exist there).
-    print("allocation overhead: not measured (one-allocation mode: see the placeholder in this bench)")
+    # The same stage as one job on local-dev: its iterations run inside it, so the overhead is what the loop does
+    # between the work (planning, kept.h5, driver.json, metrics, bookkeeping), from its metrics lines.
+    allocation = root / "allocation"
+    shutil.copytree(base, allocation, ignore=shutil.ignore_patterns("*.lock"))
+    submit_stages(allocation, "stage2", "local-dev", overrides=overrides, mode="allocation")
+    if not _wait_final(allocation):
+        return 1
+    rows = allocation_parts(allocation)
+    later = rows[1:] or rows
+    print(f"one-allocation mode (local-dev, one job): seconds per iteration (mean of iterations 2..{args.iterations})")
+    for key in ("wall", "generation", "learning", "rewards", "overhead"):
+        print(f"  {key:<13} {mean(later, key):8.3f}")
+    allocation_overhead = mean(later, "overhead")
+    phases_wall = mean(results["slurm"][1:] or results["slurm"], "wall")
+    print(f"allocation overhead {allocation_overhead:.3f} s/iteration (goal <= {ALLOCATION_GOAL_S:g} s): "
+          f"{'met' if allocation_overhead <= ALLOCATION_GOAL_S else 'NOT met'}; "
+          f"wall per iteration, phases / allocation = {phases_wall / max(mean(later, 'wall'), 1e-9):.2f}")
     print(f"run dirs under {root}")
     return 0
+
+
+def _wait_final(run_dir: Path, timeout_s: float = 1800) -> bool:
+    manifest = run_dir / "manifest.json"
+    deadline = time.time() + timeout_s
+    while json.loads(manifest.read_text())["stages"]["math_rl"]["status"] != "final":
+        if time.time() > deadline:
+            print(f"{run_dir.name}: stage 2 did not finish in {timeout_s / 60:.0f} minutes", file=sys.stderr)
+            return False
+        time.sleep(2)
+    return True
+
+
+def allocation_parts(run_dir: Path) -> list[dict[str, float]]:
+    """Per iteration of a one-allocation (or colocated) stage, from its metrics lines: wall = time between two
+    consecutive lines (the first from its plan file), the work from the line's time/<part> seconds."""
+    from mathfirst_hpc.atomic import read_jsonl
+    from mathfirst_hpc.paths import RunPaths
+
+    rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("stage") == "math_rl"]
+    previous = RunPaths(run_dir).plan("math_rl", 0, 0).stat().st_mtime
+    out = []
+    for row in rows:
+        wall, previous = row["time_unix"] - previous, row["time_unix"]
+        work = {"generation": row.get("time/generate_s", 0.0), "learning": row.get("time/train_s", 0.0),
+                "rewards": row.get("time/reward_s", 0.0)}
+        out.append({"wall": wall, **work, "overhead": wall - sum(work.values())})
+    return out
 
 
 if __name__ == "__main__":

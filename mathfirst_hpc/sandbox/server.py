@@ -145,6 +145,7 @@ class SandboxService:
 
     async def results(self, ids: list[str], wait_s: float) -> dict:
         records = self.records
+        answer_by = time.monotonic() + wait_s
         known = [i for i in ids if i in records]
         unknown = [i for i in ids if i not in records]
         finished = sum(1 for i in known if records[i].result is not None)
@@ -154,7 +155,7 @@ class SandboxService:
                 records[job_id].waiters.append(waiter)
             try:
                 await asyncio.wait_for(asyncio.shield(waiter), timeout=wait_s)
-                await self._coalesce(known, 1)
+                await self._coalesce(known, 1, answer_by)
             except TimeoutError:
                 pass
             finally:
@@ -165,7 +166,7 @@ class SandboxService:
         elif known and wait_s > 0 and finished < len(known):
             # some finished while the client was away: still gather more, or a client that polls as soon as
             # it has an answer gets one or two results per request, each request costing O(its ids)
-            await self._coalesce(known, finished)
+            await self._coalesce(known, finished, answer_by)
         done, pending = {}, []
         for job_id in known:
             record = self.records.get(job_id)
@@ -178,16 +179,16 @@ class SandboxService:
                 del self.records[job_id]
         return {"results": done, "pending": pending, "unknown": unknown}
 
-    async def _coalesce(self, known: list[str], finished: int) -> None:
-        """Let more of ``known`` (``finished`` of them done) finish before answering: fewer, larger responses. A
-        client polls with every id it still waits for, so answering after each single result would cost O(batch)
-        per result. O(1) per step: counts completions server-wide, and stops early once nothing is running or
-        queued."""
+    async def _coalesce(self, known: list[str], finished: int, answer_by: float) -> None:
+        """Let more of ``known`` (``finished`` of them done) finish before answering, never past ``answer_by`` (the
+        client's wait_s): fewer, larger responses. A client polls with every id it still waits for, so answering
+        after each single result would cost O(batch) per result. O(1) per step: counts completions server-wide, and
+        stops early once nothing is running or queued."""
         target = max(1, len(known) // COALESCE_FRACTION)
         if finished >= target:
             return
         expected_s = 1.5 * (target - finished) * self._exec_s_avg / len(self.slots)
-        deadline = time.monotonic() + min(COALESCE_MAX_S, max(COALESCE_S, expected_s))
+        deadline = min(answer_by, time.monotonic() + min(COALESCE_MAX_S, max(COALESCE_S, expected_s)))
         first = self.completed
         while True:
             await asyncio.sleep(COALESCE_S)

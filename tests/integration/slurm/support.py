@@ -151,3 +151,18 @@ def assert_same_weights(a: dict, b: dict, atol: float = 0.0) -> None:
             assert torch.allclose(a[name], b[name], atol=atol, rtol=0), name
         else:
             assert torch.equal(a[name], b[name]), f"{name} differs (max {float((a[name] - b[name]).abs().max())})"
+
+
+def tiny_judge(folder: Path) -> Path:
+    """A random-init HF judge model folder: a judge server answers with it (its verdicts unparseable), which is
+    all a run needs to exercise the judge path."""
+    from mathfirst_hpc.config import ModelConfig
+    from mathfirst_hpc.models import build_model, train_tokenizer
+
+    tokenizer = train_tokenizer(["Reference answer: 100 C Student answer: 100 Verdict: CORRECT"] * 20,
+                                vocab_size=300)
+    model = build_model(ModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
+                                    intermediate_size=64, vocab_size=300), tokenizer)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -10,26 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from mathfirst_hpc.config import ModelConfig, load_stage_config
+from mathfirst_hpc.config import load_stage_config
 from mathfirst_hpc.launch import slurm_state
 from mathfirst_hpc.launch.services import StageServices, healthy, service_address
-from mathfirst_hpc.models import build_model, train_tokenizer
 from mathfirst_hpc.paths import RunPaths
 from mathfirst_hpc.rewards.judge import Judge, OpenAiJudgeBackend
 
-from .support import wait_for
+from .support import tiny_judge, wait_for
 
 pytestmark = pytest.mark.slurm
-
-
-def _tiny_judge(folder: Path) -> Path:
-    tokenizer = train_tokenizer(["Reference answer: 100 C Student answer: 100 Verdict: CORRECT"] * 20,
-                                vocab_size=300)
-    model = build_model(ModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
-                                    intermediate_size=64, vocab_size=300), tokenizer)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def _dead(job_id: str) -> bool:
@@ -38,7 +27,7 @@ def _dead(job_id: str) -> bool:
 
 def test_service_jobs_start_answer_survive_and_are_cancelled(dev_profile, tmp_path: Path) -> None:
     paths = RunPaths(tmp_path / "run").make()
-    model = _tiny_judge(tmp_path / "judge")
+    model = tiny_judge(tmp_path / "judge")
     cfg = load_stage_config("joint_rl", overrides=["reward.judge.backend=hf", f"reward.judge.model_path={model}",
                                                    "reward.sandbox.isolation=none", "reward.sandbox.workers=1"])
     services = StageServices(paths, cfg, dev_profile, poll_s=0.5, start_timeout_s=240)

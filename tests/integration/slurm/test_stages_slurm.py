@@ -1,7 +1,8 @@
 """Stages through the real local Slurm cluster (profile local-dev), with the tiny preset shrunk further (TINY).
 
-One stage 1 run (``sft_run``, a session fixture of conftest.py) is the base of every stage 2 run; one uninterrupted stage 2 run is the
-reference the preempted, requeued, killed and 2-node runs must reproduce exactly (same seed, same steps)."""
+One stage 1 run (``sft_run``, a session fixture of conftest.py) is the base of every stage 2 run; one uninterrupted
+stage 2 run is the reference the preempted, requeued, killed and 2-node runs must reproduce exactly (same seed, same
+steps)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from mathfirst_hpc.paths import RunPaths
 from mathfirst_hpc.shards import read_shard
 
 from .support import (TINY, assert_same_weights, copy_run, final_meta, final_weights, jobs_of, log_of, manifest,
-                      wait_final, wait_for)
+                      tiny_judge, wait_final, wait_for)
 
 pytestmark = pytest.mark.slurm
 
@@ -195,9 +196,7 @@ def test_local_executor_reproduces_the_slurm_run(sft_run: Path, reference: Path,
 
 def test_judge_service_job_runs_for_the_stage_and_is_cancelled_after(sft_run: Path, reference: Path,
                                                                     tmp_path: Path) -> None:
-    from .test_services_slurm import _tiny_judge
-
-    model = _tiny_judge(tmp_path / "judge")
+    model = tiny_judge(tmp_path / "judge")
     run_dir = copy_run(sft_run, tmp_path / "run")
     submit_stages(run_dir, "stage2", "local-dev", overrides=[*TINY, "math_rl:reward.judge.backend=hf",
                                                              f"math_rl:reward.judge.model_path={model}"])

@@ -20,8 +20,9 @@ import yaml
 
 from mathfirst_hpc.launch.driver import cancel_run
 
-from .support import assert_same_weights, final_meta, final_weights, jobs_of, log_of, manifest, wait_final, wait_for
-from .test_twin_slurm import REPO, SHIM_HOOK, VLLM_VENV, _cli, _tiny_judge
+from .support import (assert_same_weights, final_meta, final_weights, jobs_of, log_of, manifest, tiny_judge,
+                      wait_final, wait_for)
+from .test_twin_slurm import REPO, SHIM_HOOK, VLLM_VENV, _cli
 
 pytest.importorskip("megatron.core")
 pytestmark = [pytest.mark.slurm, pytest.mark.megatron, pytest.mark.vllm, pytest.mark.slow]
@@ -45,7 +46,7 @@ def setup(cluster, tmp_path_factory) -> dict[str, Path]:
     profile["setup"] = [*profile.get("setup", []), f"export PYTHONPATH={root / 'shim'}:{REPO}"]
     profile["python"] = str(python)  # the whole stage in one process per rank: learner and engine
     (root / "profile.yaml").write_text(yaml.safe_dump(profile))
-    return {"root": root, "profile": root / "profile.yaml", "judge": _tiny_judge(root / "judge")}
+    return {"root": root, "profile": root / "profile.yaml", "judge": tiny_judge(root / "judge")}
 
 
 def _submit(setup: dict[str, Path], run_dir: Path, target: str, *extra: str) -> None:

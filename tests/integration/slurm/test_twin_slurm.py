@@ -42,12 +42,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mathfirst_hpc.config import ModelConfig
 from mathfirst_hpc.launch.driver import cancel_run
 from mathfirst_hpc.launch.slurm_state import is_alive, job_states
-from mathfirst_hpc.models import build_model, train_tokenizer
 
-from .support import assert_same_weights, final_weights, jobs_of, log_of, manifest, wait_for
+from .support import assert_same_weights, final_weights, jobs_of, log_of, manifest, tiny_judge, wait_for
 
 pytest.importorskip("megatron.core")
 pytestmark = [pytest.mark.slurm, pytest.mark.megatron, pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -91,18 +89,7 @@ def twin_setup(cluster, tmp_path_factory) -> dict[str, Path]:
     profile["setup"] = [*profile.get("setup", []), f"export PYTHONPATH={shim}:{REPO}"]
     profile["rollout_python"] = str(VLLM_VENV / "bin" / "python")
     (root / "local-dev-twin.yaml").write_text(yaml.safe_dump(profile))
-    return {"root": root, "profile": root / "local-dev-twin.yaml", "judge": _tiny_judge(root / "judge")}
-
-
-def _tiny_judge(folder: Path) -> Path:
-    """A random-init HF model: the judge server answers (verdicts unparseable), which is all the run needs."""
-    tokenizer = train_tokenizer(["Reference answer: 100 C Student answer: 100 Verdict: CORRECT"] * 20,
-                                vocab_size=300)
-    model = build_model(ModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1,
-                                    intermediate_size=64, vocab_size=300), tokenizer)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return {"root": root, "profile": root / "local-dev-twin.yaml", "judge": tiny_judge(root / "judge")}
 
 
 def _cli(*args: str) -> str:

@@ -143,7 +143,7 @@ def test_driver_sigkill_then_resume_loses_and_repeats_nothing(sft_run: Path, ref
     run_dir = copy_run(sft_run, tmp_path / "killed")
     driver = submit_stages(run_dir, "stage2", "local-dev", overrides=TINY)[0].job_id
     wait_for(lambda: jobs_of(run_dir, "rollout", "math_rl"), 180, "the rollout array")
-    with pytest.raises(RunDirError, match=f"already has driver job {driver}"):  # never two drivers of a stage
+    with pytest.raises(RunDirError, match=f"already has job {driver}"):  # never two drivers of a stage
         submit_stages(run_dir, "stage2", "local-dev", overrides=TINY)
     subprocess.run(["scancel", "--signal=KILL", driver], check=True)  # SIGKILL to the driver's process
     wait_for(lambda: job_states([driver])[driver] in ("FAILED", "CANCELLED", "COMPLETED"), 60, "the driver's end")

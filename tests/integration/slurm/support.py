@@ -166,3 +166,17 @@ def tiny_judge(folder: Path) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def ran_on_both_nodes(job_id: str, timeout_s: float = 60) -> bool:
+    """The job's accounting record names both nodes (n[1-2]). Right after a job ends, sacct may still show only its
+    first node (the record is completed a moment later), so wait for it."""
+    import subprocess
+
+    def nodes() -> bool:
+        out = subprocess.run(["sacct", "-n", "-X", "-o", "NodeList", "-j", str(job_id)], capture_output=True,
+                             text=True).stdout
+        return "n[1-2]" in out
+
+    return bool(wait_for(nodes, timeout_s, f"job {job_id}'s accounting record to name both nodes", poll_s=1.0))
+

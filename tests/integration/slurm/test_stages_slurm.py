@@ -25,7 +25,7 @@ from mathfirst_hpc.paths import RunPaths
 from mathfirst_hpc.shards import read_shard
 
 from .support import (TINY, assert_same_weights, copy_run, final_meta, final_weights, jobs_of, log_of, manifest,
-                      tiny_judge, wait_final, wait_for)
+                      ran_on_both_nodes, tiny_judge, wait_final, wait_for)
 
 pytestmark = pytest.mark.slurm
 
@@ -131,8 +131,7 @@ def test_two_node_learner_matches_one_node(reference: Path, tmp_path: Path) -> N
         LearnerJob(str(run_dir), "math_rl", 0, "gloo"))
     results = job.results()
     assert len(results) == 2 and results[0].final  # a records.LearnerResult per task
-    assert "n[1-2]" in subprocess.run(["sacct", "-n", "-X", "-o", "NodeList", "-j", str(job.job_id)],
-                                      capture_output=True, text=True).stdout  # one task on each node
+    assert ran_on_both_nodes(str(job.job_id))  # one task on each node
     # Gradients are summed over ranks instead of accumulated in one process: equal up to float rounding.
     assert_same_weights(final_weights(run_dir, "math_rl"), final_weights(reference, "math_rl"), atol=1e-5)
     assert final_meta(run_dir, "math_rl")["step"] == final_meta(reference, "math_rl")["step"]
@@ -226,8 +225,7 @@ def test_allocation_mode_on_two_nodes_survives_requeue_and_matches_phases(sft_ru
     log = log_of(run_dir, job)
     assert "received SIGTERM" in log and "restart 1" in log, log[-3000:]
     assert set(i["kind"] for i in manifest(run_dir)["jobs"].values() if i["stage"] == "math_rl") == {"allocation"}
-    assert "n[1-2]" in subprocess.run(["sacct", "-n", "-X", "-o", "NodeList", "-j", job],
-                                      capture_output=True, text=True).stdout  # one task on each node
+    assert ran_on_both_nodes(job)  # one task on each node
     shards = {rel: e for rel, e in manifest(run_dir)["shards"].items() if "math_rl" in rel}
     assert shards and all(e["scored"] for e in shards.values())
     assert len(shards) == len(manifest(reference)["shards"])  # the same generation batches

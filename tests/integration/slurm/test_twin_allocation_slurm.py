@@ -20,8 +20,8 @@ import yaml
 
 from mathfirst_hpc.launch.driver import cancel_run
 
-from .support import (assert_same_weights, final_meta, final_weights, jobs_of, log_of, manifest, tiny_judge,
-                      wait_final, wait_for)
+from .support import (assert_same_weights, final_meta, final_weights, jobs_of, log_of, manifest, ran_on_both_nodes,
+                      tiny_judge, wait_final, wait_for)
 from .test_twin_slurm import REPO, SHIM_HOOK, VLLM_VENV, _cli
 
 pytest.importorskip("megatron.core")
@@ -86,8 +86,7 @@ def test_twin_in_one_allocation_per_stage_survives_requeue_with_exact_weights(se
     for stage in ("sft", "math_rl", "joint_rl"):  # one job per stage, nothing else
         assert len(jobs_of(interrupted, "allocation", stage)) == 1
     assert {i["kind"] for i in manifest(interrupted)["jobs"].values()} == {"allocation"}
-    assert "n[1-2]" in subprocess.run(["sacct", "-n", "-X", "-o", "NodeList", "-j", job], capture_output=True,
-                                      text=True).stdout
+    assert ran_on_both_nodes(job)
     assert _cli("status", str(interrupted)).count(" final ") == 3
     assert (final_meta(interrupted, "joint_rl")["step"], final_meta(interrupted, "joint_rl")["iteration"]) == \
         (final_meta(reference, "joint_rl")["step"], final_meta(reference, "joint_rl")["iteration"])

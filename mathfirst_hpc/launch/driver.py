@@ -88,6 +88,11 @@ def read_launch(paths: RunPaths) -> LaunchRecord:
     return LaunchRecord.read(paths.launch_file)
 
 
+def stage_init_from(launch: LaunchRecord, stage: str) -> str | None:
+    """``--init-from`` applies to the first submitted stage only; later ones start from the stage before."""
+    return launch.init_from if stage == launch.stages[0] else None
+
+
 def launch_profile(launch: LaunchRecord) -> ClusterProfile:
     return build_dataclass(ClusterProfile, launch.profile)
 
@@ -111,7 +116,7 @@ def drive_stage(run_dir: str | Path, stage: str, poll_s: float = POLL_S) -> str:
     if manifest.is_final(stage):
         return "final"
     launcher = Launcher(paths, cfg, launch_profile(launch), poll_s)
-    init_from = launch.init_from if stage == launch.stages[0] else None
+    init_from = stage_init_from(launch, stage)
     if stage == "sft":
         key = {"kind": "learner", "stage": stage}
         launcher.run("learner", [Request(key, StageJob(str(paths.root), stage, init_from,
@@ -300,7 +305,7 @@ def _top_job(paths: RunPaths, stage: str, mode: str) -> MathfirstJob:
     from .phases import StageJob
 
     launch, cfg = read_launch(paths), load_resolved(paths.stage_config(stage))
-    init_from = launch.init_from if stage == launch.stages[0] else None
+    init_from = stage_init_from(launch, stage)
     return StageJob(str(paths.root), stage, init_from, cfg.parallel.dist_backend)
 
 

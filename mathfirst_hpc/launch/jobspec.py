@@ -24,7 +24,7 @@ Containers: Apptainer wraps the Python command (``apptainer exec [--nv] --bind .
 
 Usage::
 
-    spec = job_spec("learner", cfg, profile, name="mf-math_rl-learner")
+    spec = job_spec("learner", cfg, profile)            # named job_name("math_rl", "learner"): mf-math_rl-learner
     executor.update_parameters(**spec.slurm_parameters())
 """
 
@@ -41,6 +41,11 @@ from .profiles import ClusterProfile, ContainerProfile
 Role = Literal["driver", "rollout", "learner", "allocation", "sandbox", "judge"]
 PREEMPT_SIGNAL = "USR1"
 DRIVER_MEM_GB = 4
+
+
+def job_name(stage: str, role: str) -> str:
+    """The Slurm job name of a stage's job: ``mf-<stage>-<role>`` (what ``squeue`` shows; the dry run prints it)."""
+    return f"mf-{stage}-{role}"
 
 
 @dataclass(kw_only=True)
@@ -141,7 +146,7 @@ def job_spec(role: Role, cfg: StageConfig, profile: ClusterProfile, name: str | 
     s, p = cfg.slurm, profile
     mem_gb = p.mem_gb if p.mem_gb is not None else s.mem_gb
     cpus = p.cpus_per_task if p.cpus_per_task is not None else s.cpus_per_task
-    common = dict(name=name or f"mf-{cfg.stage}-{role}", account=p.account, qos=p.qos, setup=list(p.setup),
+    common = dict(name=name or job_name(cfg.stage, role), account=p.account, qos=p.qos, setup=list(p.setup),
                   env=dict(env or {}), container=p.container, python=p.python,
                   signal_lead_s=p.signal_lead_s if p.signal_lead_s is not None else s.signal_lead_s)
     if role == "driver":

@@ -33,7 +33,7 @@ from ..paths import RunPaths
 from ..records import JobEntry
 from . import slurm_state
 from .executors import attach_job, make_executor
-from .jobspec import Role, job_spec
+from .jobspec import Role, job_name, job_spec
 from .profiles import ClusterProfile
 
 
@@ -74,7 +74,7 @@ class Launcher:
         return self.paths.job_logs(self.cfg.stage)
 
     def executor(self, role: Role) -> submitit.Executor:
-        spec = job_spec(role, self.cfg, self.profile, name=f"mf-{self.cfg.stage}-{role}")
+        spec = job_spec(role, self.cfg, self.profile, name=job_name(self.cfg.stage, role))
         return make_executor(self.kind, self.folder(), spec)
 
     def _alive_jobs(self) -> dict[str, submitit.Job]:

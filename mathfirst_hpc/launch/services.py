@@ -52,7 +52,7 @@ from ..records import JobEntry, ServiceRecord
 from . import slurm_state
 from .executors import make_executor
 from .jobbase import MathfirstJob, run_dir_of
-from .jobspec import job_spec
+from .jobspec import job_name, job_spec
 from .launcher import DriverStopped
 from .profiles import ClusterProfile
 
@@ -201,7 +201,7 @@ class StageServices:
 
     def _sbatch(self, kind: str) -> str:
         folder = self.paths.job_logs(self.cfg.stage)
-        spec = job_spec(kind, self.cfg, self.profile, name=f"mf-{self.cfg.stage}-{kind}")  # type: ignore[arg-type]
+        spec = job_spec(kind, self.cfg, self.profile, name=job_name(self.cfg.stage, kind))  # type: ignore[arg-type]
         job = make_executor("slurm", folder, spec).submit(service_job(kind, self.paths, self.cfg))
         self.manifest.record_job(str(job.job_id), JobEntry("service", self.cfg.stage, self._key(kind), "slurm",
                                                            str(folder)))

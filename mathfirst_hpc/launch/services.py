@@ -17,7 +17,10 @@ The driver holds them for the stage (:func:`stage_services`, profile executor ``
 * Preemption: the jobs keep submitit's USR1 handler (``MathfirstJob``), which requeues them; a requeued service
   writes its new address. One that is gone for good (``scancel``, failed) is resubmitted by the next ``ensure()``.
 * End: cancelled when the stage ends (final, or failed); left running when the driver itself is stopped for a
-  requeue (``DriverStopped``): the requeued driver re-attaches to them through their manifest entries.
+  requeue (``DriverStopped``): the requeued driver re-attaches to them through their manifest entries. A driver
+  gone for good without cancelling them (``scancel``, time limit, lost node) is noticed by the jobs themselves:
+  ``ensure()`` records the driver's job id as their owner, and each ends itself once that job has ended
+  (``service_owner``, within ~10 s of a scancel).
 * Outage: a rollout task whose judge or sandbox cannot be reached writes nothing (:class:`ServiceGuard` raises
   before the rewards are written): its shard stays generated but unscored, ``SlurmRollouts`` prints a warning,
   calls ``ensure()`` (restarting the dead service) and reruns the task, which only scores. The samples of an
@@ -49,7 +52,7 @@ from ..errors import RunDirError
 from ..manifest import Manifest
 from ..paths import RunPaths
 from ..records import JobEntry, ServiceRecord
-from . import slurm_state
+from . import service_owner, slurm_state
 from .executors import make_executor
 from .jobbase import MathfirstJob, run_dir_of
 from .jobspec import job_name, job_spec
@@ -97,7 +100,15 @@ def service_address(paths: RunPaths, kind: str) -> ServiceRecord | None:
 
 # ---- the service jobs -------------------------------------------------------------------------------------------
 
-class SandboxServiceJob(MathfirstJob):
+class ServiceJob(MathfirstJob):
+    """A reward service job: serves until stopped, and ends itself once its owning driver is gone for good
+    (``service_owner``: a ``scancel``-ed driver cannot cancel it, a requeued one must find it running)."""
+
+    def setup(self) -> None:
+        service_owner.start_watch()
+
+
+class SandboxServiceJob(ServiceJob):
     """``sandbox serve`` on all interfaces, any free port, recording its address in the run dir until stopped."""
 
     def __init__(self, run_dir: str, workers: int, isolation: str) -> None:
@@ -117,7 +128,7 @@ class SandboxServiceJob(MathfirstJob):
         return "stopped"
 
 
-class JudgeServiceJob(MathfirstJob):
+class JudgeServiceJob(ServiceJob):
     """The judge model behind an OpenAI-compatible server: HF on CPU (``services.judge_server``), or
     ``vllm serve`` (GPU) whose address is recorded once its ``/health`` answers."""
 
@@ -220,7 +231,17 @@ class StageServices:
                     print(f"[driver] {self.cfg.stage}: {kind} service job {job_id} is "
                           f"{states.get(job_id, 'gone').lower()}: submitting a new one", file=sys.stderr, flush=True)
                 jobs[kind] = self._submit(kind)
+        self._claim([jobs[kind] for kind in self.kinds])
         return {kind: self._wait_address(kind, jobs[kind]) for kind in self.kinds}
+
+    def _claim(self, job_ids: list[str]) -> None:
+        """Record this driver as the owner of those service jobs (a resumed driver takes them over); they end
+        themselves once it is gone for good. Nothing when the caller is no Slurm job (a test, a shell)."""
+        owner = os.environ.get("SLURM_JOB_ID")
+        if owner:
+            for job_id in job_ids:
+                service_owner.write_owner(service_owner.job_folder(self.paths.job_logs(self.cfg.stage), job_id),
+                                          owner)
 
     def _wait_address(self, kind: str, job_id: str) -> str:
         deadline = time.monotonic() + self.start_timeout_s

@@ -1,22 +1,27 @@
 """Reward services as real Slurm jobs on the local cluster (``launch/services.py``): the HF judge server and the
 sandbox start as their own jobs and record their addresses; the judge answers the OpenAI-compatible client; a
 ``scancel``-ed judge is replaced by the next ``ensure()``; a judge preempted with USR1 (submitit's handler) and a
-``scontrol requeue``-d sandbox come back under the same job id with a new address; ``cancel()`` ends them all."""
+``scontrol requeue``-d sandbox come back under the same job id with a new address; ``cancel()`` ends them all.
+
+And the service jobs of a stage run by a driver job: they survive a requeue of the driver, and leave the queue on
+their own once the driver is ``scancel``-ed (``launch/service_owner.py``)."""
 
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from mathfirst_hpc.config import load_stage_config
-from mathfirst_hpc.launch import slurm_state
+from mathfirst_hpc.launch import service_owner, slurm_state
+from mathfirst_hpc.launch.driver import cancel_run, submit_stages
 from mathfirst_hpc.launch.services import StageServices, healthy, service_address
 from mathfirst_hpc.paths import RunPaths
 from mathfirst_hpc.rewards.judge import Judge, OpenAiJudgeBackend
 
-from .support import tiny_judge, wait_for
+from .support import TINY, copy_run, jobs_of, log_of, manifest, tiny_judge, wait_for
 
 pytestmark = pytest.mark.slurm
 
@@ -63,3 +68,39 @@ def test_service_jobs_start_answer_survive_and_are_cancelled(dev_profile, tmp_pa
     assert len(cancelled) == 2
     for job_id in services.jobs().values():
         wait_for(lambda: _dead(job_id), 60, f"service job {job_id} to end")
+
+
+def _owner_of(run_dir: Path, job_id: str) -> str | None:
+    return service_owner.read_owner(service_owner.job_folder(RunPaths(run_dir).job_logs("math_rl"), job_id))
+
+
+def test_service_jobs_survive_a_driver_requeue_and_leave_with_a_cancelled_driver(sft_run: Path,
+                                                                                  tmp_path: Path) -> None:
+    """The judge job of a stage 2 driver: ``scontrol requeue`` of the driver leaves it running (the requeued driver
+    re-attaches to it); a plain ``scancel`` of the driver, which cannot cancel it, makes it end itself."""
+    model = tiny_judge(tmp_path / "judge")
+    run_dir = copy_run(sft_run, tmp_path / "run")
+    judged = [*TINY, "math_rl:reward.judge.backend=hf", f"math_rl:reward.judge.model_path={model}"]
+    driver = submit_stages(run_dir, "stage2", "local-dev", overrides=judged)[0].job_id
+    try:
+        wait_for(lambda: jobs_of(run_dir, "rollout", "math_rl"), 240, "the rollout array (the judge answers)")
+        judge = next(iter(jobs_of(run_dir, "service", "math_rl")))
+        assert _owner_of(run_dir, judge) == driver
+
+        subprocess.run(["scontrol", "requeue", driver], check=True, timeout=30)
+        wait_for(lambda: f"Slurm job {driver}, restart 1" in log_of(run_dir, driver), 120, "the requeued driver")
+        time.sleep(service_owner.CONFIRM_S + 2 * service_owner.POLL_S)  # long enough for a wrong verdict to act
+        assert list(jobs_of(run_dir, "service", "math_rl")) == [judge]  # re-attached, not resubmitted
+        assert slurm_state.job_states([judge])[judge] == "RUNNING"
+        assert manifest(run_dir)["stages"]["math_rl"]["status"] != "final"
+
+        subprocess.run(["scancel", driver], check=True, timeout=30)
+        cancelled = time.monotonic()
+        wait_for(lambda: not slurm_state.in_queue([judge]), 120, "the judge job to leave the queue")
+        gone_s = time.monotonic() - cancelled
+        assert slurm_state.job_states([driver])[driver] == "CANCELLED"
+        assert f"owner driver job {driver} is cancelled" in log_of(run_dir, judge)
+        assert gone_s < 90, gone_s
+    finally:
+        cancel_run(run_dir)
+    print(f"judge job {judge} left the queue {gone_s:.0f} s after its driver {driver} was cancelled")

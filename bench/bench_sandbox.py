@@ -14,7 +14,13 @@ What each side does per program (printed with the result):
   unprivileged uid, as ``/usr/bin/python3 -I /sandbox/main.py`` with a clean environment; stdout and stderr
   are captured with a byte cap and compared with the expected output.
 - plain: ``subprocess.run(["/usr/bin/python3", "-I", file], env=<the sandbox's environment>,
-  capture_output=True)`` from W threads, the output compared the same way. No isolation, no HTTP.
+  capture_output=True, start_new_session=True)`` from W threads, the output compared the same way. No isolation,
+  no HTTP.
+
+Sessions: bwrap starts each worker's sandbox in a session of its own (``--new-session``), and with the kernel's
+scheduler autogroups on (``/proc/sys/kernel/sched_autogroup_enabled``) a session is a scheduling group: on a
+machine loaded by others, W sandbox sessions got W shares of the CPU while all W plain programs shared the bench's
+one. Each plain program therefore runs in a session of its own too, so both sides get the same share.
 
 The sides alternate within one run (round r runs a slice of the programs on one side and then the same slice
 on the other, the order flipping every round), so load drift from other processes hits both alike; the
@@ -61,8 +67,9 @@ def plain(progs: list[tuple[str, str]], threads: int, folder: Path) -> float:
         paths.append(path)
 
     def run(index: int) -> bool:
+        # own session: the scheduling group the sandbox's programs get from bwrap --new-session (module docstring)
         proc = subprocess.run(plain_argv(paths[index]), capture_output=True, env=dict(SANDBOX_ENV), timeout=60,
-                              check=False)
+                              check=False, start_new_session=True)
         return proc.returncode == 0 and outputs_match(proc.stdout.decode(), progs[index][1])
 
     started = time.perf_counter()
@@ -123,7 +130,7 @@ def describe(workers: int, isolation: str) -> str:
                   if isolation == "bwrap" else "(rlimits, process group, separate uid only)")
                + f", rlimits, exec `{python} -I /sandbox/main.py`, clean env, capped capture, output check")
     plain_side = (f"plain:   {workers} threads x subprocess.run([{python}, -I, file], env=sandbox env, "
-                  "capture_output=True), output check; no isolation, no HTTP")
+                  "capture_output=True, start_new_session=True), output check; no isolation, no HTTP")
     return f"{sandbox}\n{plain_side}"
 
 

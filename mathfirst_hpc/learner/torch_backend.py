@@ -154,7 +154,8 @@ class SharedPrefixForward:
     def __init__(self, model: Any) -> None:
         self.model, self.inner = model, model.model
         attn = self.inner.layers[0].self_attn
-        self.rope = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+        modeling = sys.modules[type(attn).__module__]
+        self.rope, self.rotate_half = modeling.apply_rotary_pos_emb, modeling.rotate_half
 
     @staticmethod
     def supports(model: Any) -> bool:
@@ -166,7 +167,8 @@ class SharedPrefixForward:
                 and not getattr(cfg, "attention_dropout", 0.0) and not getattr(model, flag, False))
 
     def __call__(self, groups: PrefixGroups) -> tuple[torch.Tensor, torch.Tensor]:
-        """Final-normed hidden states: [G, P, H] of the prefixes and [B, S, H] of the suffixes."""
+        """Final-normed hidden states: [G, 1, H] of each prefix's last real token (the only prefix output the
+        head reads: it predicts the first suffix token) and [B, S, H] of the suffixes."""
         device = groups.prefix_ids.device
         prefix = self.inner.embed_tokens(groups.prefix_ids)
         suffix = self.inner.embed_tokens(groups.suffix_ids)
@@ -180,8 +182,12 @@ class SharedPrefixForward:
         causal = torch.ones((s_width, s_width), dtype=torch.bool, device=device).tril()
         mask = torch.cat([sees_prefix[:, None, None, :].expand(-1, 1, s_width, -1),
                           causal.expand(sees_prefix.shape[0], 1, -1, -1)], dim=-1)
-        for layer in self.inner.layers:
-            prefix, k_prefix, v_prefix = self._layer(layer, prefix, prefix_rope)
+        last = len(self.inner.layers) - 1
+        for i, layer in enumerate(self.inner.layers):
+            if i < last:
+                prefix, k_prefix, v_prefix = self._layer(layer, prefix, prefix_rope)
+            else:
+                prefix, k_prefix, v_prefix = self._last_prefix_layer(layer, prefix, prefix_rope, groups.prefix_len)
             suffix, _, _ = self._layer(layer, suffix, suffix_rope, (k_prefix[groups.group_of_row],
                                                                       v_prefix[groups.group_of_row], mask))
         return rms_norm(self.inner.norm, prefix), rms_norm(self.inner.norm, suffix)
@@ -207,6 +213,38 @@ class SharedPrefixForward:
         hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(rows, length, -1))
         hidden = hidden + layer.mlp(rms_norm(layer.post_attention_layernorm, hidden))
         return hidden, k, v
+
+
+    def _last_prefix_layer(self, layer: Any, hidden: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
+                           lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The last layer over the prefixes [G, P, H]: keys and values at every position (the suffixes attend to
+        them), but the query, attention output and MLP at each prefix's last real token only ([G, 1, H]): no other
+        prefix output reaches the loss. The keys and values are a small part of a layer's work (~11% in the tiny
+        Qwen3: GQA, MLP 2x wide); the kept rows compute exactly what ``_layer`` computes for them."""
+        attn = layer.self_attn
+        rows, length, _ = hidden.shape
+        x = rms_norm(layer.input_layernorm, hidden)
+        shape = (rows, length, -1, attn.head_dim)
+        k, v = attn.k_proj(x).view(shape), attn.v_proj(x).view(shape)
+        at = (torch.arange(rows, device=hidden.device), lengths - 1)
+        hidden, x = hidden[at][:, None], x[at][:, None]  # [G, 1, H]
+        q = attn.q_proj(x).view(rows, 1, -1, attn.head_dim)
+        if hasattr(attn, "q_norm"):
+            q, k = rms_norm(attn.q_norm, q), rms_norm(attn.k_norm, k)
+        cos, sin = rope
+        q = self._rotate(q.transpose(1, 2), cos[at][:, None], sin[at][:, None])
+        k, v = self._rotate(k.transpose(1, 2), cos, sin), v.transpose(1, 2)
+        # the last real token sees every real prefix token and none of the right padding
+        sees = (torch.arange(length, device=hidden.device) < lengths[:, None])[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=sees, scale=attn.scaling, enable_gqa=True)
+        hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(rows, 1, -1))
+        hidden = hidden + layer.mlp(rms_norm(layer.post_attention_layernorm, hidden))
+        return hidden, k, v
+
+    def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """RoPE of one tensor [rows, heads, length, d] as the model's ``apply_rotary_pos_emb`` applies it."""
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        return (x * cos) + (self.rotate_half(x) * sin)
 
 
 class _RmsNorm(torch.autograd.Function):
@@ -249,8 +287,8 @@ def shared_prefix_token_logprobs(model: Any, batch: TokenBatch, groups: PrefixGr
                                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """``masked_token_logprobs`` of ``batch`` through ``SharedPrefixForward``."""
     prefix, suffix = SharedPrefixForward(model)(groups)
-    last_prefix = prefix[groups.group_of_row, groups.prefix_len[groups.group_of_row] - 1]  # predicts suffix 0
-    predictors = torch.cat([last_prefix[:, None], suffix[:, :-1]], dim=1)  # [B, S, H]: hidden before each token
+    # [B, S, H]: the hidden state before each suffix token (the prefix's last token predicts suffix token 0)
+    predictors = torch.cat([prefix[groups.group_of_row], suffix[:, :-1]], dim=1)
     logits = model.lm_head(predictors[groups.suffix_loss]).float()
     if batch.temperature != 1.0:
         logits = logits / batch.temperature

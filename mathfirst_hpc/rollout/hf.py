@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -81,49 +81,62 @@ class HFEngine:
     def _sample_loop(self, prompts: list[list[int]], sampling: SamplingParams,
                      generator: torch.Generator) -> list[Sample]:
         """Prefill each prompt once, repeat its KV cache for its ``n`` samples, then decode all rows."""
+        input_ids, attention = self._left_padded(prompts)
+        logits, next_logits = self._prefill(input_ids, attention, sampling)
+        rows = logits.shape[0]
+        eos = torch.tensor(self.eos_token_ids, device=self.device)
+        done = torch.zeros(rows, dtype=torch.bool, device=self.device)
+        new_tokens, new_logprobs = [], []
+        for step in range(sampling.max_new_tokens):
+            token, logprob = self._sample(logits, sampling.temperature, sampling.top_p, generator)
+            token = torch.where(done, self.pad_id, token)
+            new_tokens.append(token)
+            new_logprobs.append(logprob)
+            done = done | torch.isin(token, eos)
+            if step + 1 == sampling.max_new_tokens or bool(done.all()):
+                break
+            logits = next_logits(token)
+        tokens = torch.stack(new_tokens, dim=1).cpu()
+        logprobs = torch.stack(new_logprobs, dim=1).cpu()
         n = sampling.n
+        return [self._to_sample(prompts[row // n], tokens[row], logprobs[row]) for row in range(rows)]
+
+    def _left_padded(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(prompts), width), dtype=torch.long)
         for row, prompt in enumerate(prompts):
             input_ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
             attention[row, width - len(prompt):] = 1
-        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+        return input_ids.to(self.device), attention.to(self.device)
+
+    def _prefill(self, input_ids: torch.Tensor, attention: torch.Tensor, sampling: SamplingParams
+                 ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """First-token logits of every sample row [prompts * n, vocab] and the function that appends a token
+        per row and returns the next logits: the lean decoder (rollout/fast_decode.py) or ``model.forward``
+        over HF's KV cache."""
+        n = sampling.n
+        if self.fast_decode and LlamaFamilyDecoder.supports(self.model):
+            fast = LlamaFamilyDecoder(self.model, attention, sampling.max_new_tokens, repeat=n)
+            return fast.prefill(input_ids).repeat_interleave(n, dim=0), fast.step
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True,
                          logits_to_keep=1)
-        past = getattr(out, "cache", None) or out.past_key_values
-        fast = LlamaFamilyDecoder(self.model, past, attention, sampling.max_new_tokens, repeat=n) \
-            if self.fast_decode and LlamaFamilyDecoder.supports(self.model, past) else None
-        if n > 1 and fast is None:
-            past.batch_repeat_interleave(n)
-        attention = attention.repeat_interleave(n, dim=0)
-        step_pos = positions[:, -1:].repeat_interleave(n, dim=0)
-        logits = out.logits[:, -1, :].repeat_interleave(n, dim=0)
-        rows = attention.shape[0]
-        eos = torch.tensor(self.eos_token_ids, device=self.device)
-        done = torch.zeros(rows, dtype=torch.bool, device=self.device)
-        new_tokens, new_logprobs = [], []
-        for step in range(sampling.max_new_tokens):
-            if step > 0 and fast is not None:
-                logits = fast.step(token)
-            elif step > 0:
-                attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=-1)
-                step_pos = step_pos + 1
-                out = self.model(input_ids=token[:, None], attention_mask=attention, position_ids=step_pos,
-                                 use_cache=True, logits_to_keep=1, **{self._cache_kw: past})
-                past = getattr(out, "cache", None) or out.past_key_values
-                logits = out.logits[:, -1, :]
-            token, logprob = self._sample(logits, sampling.temperature, sampling.top_p, generator)
-            token = torch.where(done, self.pad_id, token)
-            new_tokens.append(token)
-            new_logprobs.append(logprob)
-            done = done | torch.isin(token, eos)
-            if bool(done.all()):
-                break
-        tokens = torch.stack(new_tokens, dim=1).cpu()
-        logprobs = torch.stack(new_logprobs, dim=1).cpu()
-        return [self._to_sample(prompts[row // n], tokens[row], logprobs[row]) for row in range(rows)]
+        state = {"past": getattr(out, "cache", None) or out.past_key_values,
+                 "attention": attention.repeat_interleave(n, dim=0),
+                 "positions": positions[:, -1:].repeat_interleave(n, dim=0)}
+        if n > 1:
+            state["past"].batch_repeat_interleave(n)
+
+        def next_logits(token: torch.Tensor) -> torch.Tensor:
+            state["attention"] = torch.cat([state["attention"], torch.ones_like(state["attention"][:, :1])], -1)
+            state["positions"] = state["positions"] + 1
+            out = self.model(input_ids=token[:, None], attention_mask=state["attention"],
+                             position_ids=state["positions"], use_cache=True, logits_to_keep=1,
+                             **{self._cache_kw: state["past"]})
+            state["past"] = getattr(out, "cache", None) or out.past_key_values
+            return out.logits[:, -1, :]
+        return out.logits[:, -1, :].repeat_interleave(n, dim=0), next_logits
 
     @staticmethod
     def _sample(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator

@@ -10,6 +10,7 @@ Modules, in the order a submission goes through them::
     launcher.py     Launcher: submit a stage's children (arrays), re-attach after a restart, wait
     phases.py       SlurmRollouts / SlurmLearner (the loop's runners as jobs) and the job bodies
     services.py     the reward services as jobs (sandbox, judge server) and the router a rollout task scores with
+    service_owner.py  a service job ends itself once its owning driver is gone for good (not when requeued)
     driver.py       the per-stage driver (loop.run_rl_loop with those runners); submit / resume / cancel
     jobs.py         the list of every job class
     slurm_state.py  job states from sacct/squeue (status, re-attaching, cancel)

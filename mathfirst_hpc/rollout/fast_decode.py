@@ -36,19 +36,33 @@ _SILU = frozenset({"SiLU", "SiLUActivation"})
 """Activation modules whose forward is exactly ``F.silu``."""
 
 
-def _cat_linear(*layers: Any, scale_first: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The layers' weights (and biases) stacked into one projection; the first layer's rows times
-    ``scale_first``."""
+def _stacked_t(*layers: Any, scale_first: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The layers' weights stacked into one projection, transposed to a contiguous [in, out] (x @ W^T with W^T
+    contiguous is ~30% faster on the CPU than ``F.linear``'s transposed read for decode-sized x), and their
+    biases; the first layer's outputs times ``scale_first``."""
     weights = [layer.weight for layer in layers]
     weights[0] = weights[0] * scale_first
-    weight = torch.cat(weights, dim=0)
+    weight_t = torch.cat(weights, dim=0).t().contiguous()
     biases = [layer.bias for layer in layers]
     if all(b is None for b in biases):
-        return weight, None
-    bias = torch.cat([b if b is not None else weight.new_zeros(layer.weight.shape[0])
+        return weight_t, None
+    bias = torch.cat([b if b is not None else weight_t.new_zeros(layer.weight.shape[0])
                       for b, layer in zip(biases, layers)])
     bias[:layers[0].weight.shape[0]] *= scale_first
-    return weight, bias
+    return weight_t, bias
+
+
+def _linear(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    out = x @ weight_t
+    return out if bias is None else out + bias
+
+
+def _add_linear(hidden: torch.Tensor, x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None
+                ) -> torch.Tensor:
+    """hidden + x @ weight_t (+ bias): one ``addmm`` for 2-D rows without bias (the decode step)."""
+    if hidden.dim() == 2 and bias is None:
+        return torch.addmm(hidden, x, weight_t)
+    return hidden + _linear(x, weight_t, bias)
 
 
 class _Norm:
@@ -77,14 +91,14 @@ class _Layer:
                                              attn.k_norm.weight.expand(self.kv_heads, -1)])[:, None]
             self.qk_norm_fused = fused_norm
             self.q_norm, self.k_norm, self.scaling = attn.q_norm, attn.k_norm, attn.scaling
-            self.qkv_w, self.qkv_b = _cat_linear(attn.q_proj, attn.k_proj, attn.v_proj)
+            self.qkv_wt, self.qkv_b = _stacked_t(attn.q_proj, attn.k_proj, attn.v_proj)
         else:  # q is linear in the weights: scale them
-            self.qkv_w, self.qkv_b = _cat_linear(attn.q_proj, attn.k_proj, attn.v_proj, scale_first=attn.scaling)
-        self.o_wt, self.o_b = attn.o_proj.weight.t(), attn.o_proj.bias
-        self.gate_up_w, self.gate_up_b = _cat_linear(mlp.gate_proj, mlp.up_proj)
+            self.qkv_wt, self.qkv_b = _stacked_t(attn.q_proj, attn.k_proj, attn.v_proj, scale_first=attn.scaling)
+        self.o_wt, self.o_b = _stacked_t(attn.o_proj)
+        self.gate_up_wt, self.gate_up_b = _stacked_t(mlp.gate_proj, mlp.up_proj)
         self.intermediate = mlp.gate_proj.weight.shape[0]
         self.act = F.silu if type(mlp.act_fn).__name__ in _SILU else mlp.act_fn  # the function: no module call
-        self.down_wt, self.down_b = mlp.down_proj.weight.t(), mlp.down_proj.bias
+        self.down_wt, self.down_b = _stacked_t(mlp.down_proj)
         self.norm_in = _Norm(layer.input_layernorm, fused_norm)
         self.norm_post = _Norm(layer.post_attention_layernorm, fused_norm)
 
@@ -92,7 +106,7 @@ class _Layer:
         """Normed (Qwen3) q and k stacked on the head axis, and v: [rows, heads, length, d] from x [rows, length,
         hidden]. q is already scaled."""
         rows, length, _ = x.shape
-        qkv = F.linear(x, self.qkv_w, self.qkv_b).view(rows, length, -1, self.head_dim).transpose(1, 2)
+        qkv = _linear(x, self.qkv_wt, self.qkv_b).view(rows, length, -1, self.head_dim).transpose(1, 2)
         qk, v = qkv[:, :self.q_heads + self.kv_heads], qkv[:, self.q_heads + self.kv_heads:]
         if self.qk_norm_weight is None:
             return qk, v
@@ -103,16 +117,8 @@ class _Layer:
 
     def mlp(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden + MLP(post-attention norm(hidden)), hidden [rows, hidden] or [rows, length, hidden]."""
-        gate, up = F.linear(self.norm_post(hidden), self.gate_up_w, self.gate_up_b).split(self.intermediate, -1)
+        gate, up = _linear(self.norm_post(hidden), self.gate_up_wt, self.gate_up_b).split(self.intermediate, -1)
         return _add_linear(hidden, self.act(gate).mul_(up), self.down_wt, self.down_b)
-
-
-def _add_linear(hidden: torch.Tensor, x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None
-                ) -> torch.Tensor:
-    """hidden + x @ weight_t (+ bias): one ``addmm`` for 2-D rows without bias (the decode step)."""
-    if hidden.dim() == 2 and bias is None:
-        return torch.addmm(hidden, x, weight_t)
-    return hidden + F.linear(x, weight_t.t(), bias)
 
 
 class LlamaFamilyDecoder:
@@ -123,7 +129,8 @@ class LlamaFamilyDecoder:
         dtype = model.lm_head.weight.dtype
         fused = dtype == torch.float32  # F.rms_norm == HF's RMSNorm formula in fp32; other dtypes cast differently
         self.layers = [_Layer(layer, fused) for layer in inner.layers]
-        self.embed, self.lm_head, self.rotary = inner.embed_tokens, model.lm_head, inner.rotary_emb
+        self.embed, self.rotary = inner.embed_tokens, inner.rotary_emb
+        self.head_wt, self.head_b = _stacked_t(model.lm_head)
         self.norm = _Norm(inner.norm, fused)
         self.attention, self.repeat = attention, repeat
         prompts, width = attention.shape
@@ -136,10 +143,13 @@ class LlamaFamilyDecoder:
                                device=device)
         self.bias[..., :width].masked_fill_(attention.bool().repeat_interleave(repeat, dim=0)[:, None, None], 0.0)
         self.bias = self.bias.view(rows * self.hkv, 1, -1)
-        # slots beyond the current length are never read unmasked: no need to zero them
-        shape = (rows * self.hkv, width + max_new_tokens, layer.head_dim)
-        self.keys = [torch.empty(shape, dtype=dtype, device=device) for _ in self.layers]
-        self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in self.layers]
+        # slots beyond the current length are never read unmasked: no need to zero them. Keys are stored
+        # transposed, [d, slots]: the scores' batched matmul reads them ~30% faster than a transposed view
+        slots = width + max_new_tokens
+        self.keys = [torch.empty((rows * self.hkv, layer.head_dim, slots), dtype=dtype, device=device)
+                     for _ in self.layers]
+        self.values = [torch.empty((rows * self.hkv, slots, layer.head_dim), dtype=dtype, device=device)
+                       for _ in self.layers]
         # RoPE of every decode position at once: step k writes position last_prompt_position + 1 + k
         first = attention.sum(-1, keepdim=True).repeat_interleave(repeat, dim=0)
         cos, sin = self._rope(first + torch.arange(max_new_tokens, device=device))  # [rows, 1, steps, d]
@@ -189,14 +199,14 @@ class LlamaFamilyDecoder:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0, enable_gqa=True)
             out = out.transpose(1, 2).reshape(prompts, hidden.shape[1], -1)
             hidden = layer.mlp(_add_linear(hidden, out, layer.o_wt, layer.o_b))
-        return self.lm_head(self.norm(hidden[:, -1]))
+        return _linear(self.norm(hidden[:, -1]), self.head_wt, self.head_b)
 
     def _write_prompt(self, i: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """k, v [prompts, kv_heads, width, d] into the first ``width`` slots of each of the prompt's samples."""
-        prompts = k.shape[0]
-        for cache, new in ((self.keys[i], k), (self.values[i], v)):
-            slots = cache.view(prompts, self.repeat, self.hkv, -1, cache.shape[-1])
-            slots[:, :, :, :self.width] = new[:, None]
+        prompts, _, width, d = k.shape
+        keys = self.keys[i].view(prompts, self.repeat, self.hkv, d, -1)
+        keys[..., :width] = k.transpose(-1, -2)[:, None]
+        self.values[i].view(prompts, self.repeat, self.hkv, -1, d)[:, :, :, :width] = v[:, None]
 
     # decode ----------------------------------------------------------------------------------------------------
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -210,7 +220,7 @@ class LlamaFamilyDecoder:
         for i, layer in enumerate(self.layers):
             hidden = layer.mlp(self._attention(layer, i, hidden, t, cos, sin, bias))
         self.length += 1
-        return self.lm_head(self.norm(hidden))
+        return _linear(self.norm(hidden), self.head_wt, self.head_b)
 
     def _attention(self, layer: _Layer, i: int, hidden: torch.Tensor, t: int, cos: torch.Tensor,
                    sin: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -218,11 +228,11 @@ class LlamaFamilyDecoder:
         rows = hidden.shape[0]
         qk, v = layer.qk_v(layer.norm_in(hidden)[:, None])  # [rows, heads, 1, d]
         qk = self._rotate(qk, cos, sin)
-        keys, values = self.keys[i].view(rows, self.hkv, -1, layer.head_dim), self.values[i]
-        keys[:, :, t:t + 1] = qk[:, layer.q_heads:]
-        values.view(rows, self.hkv, -1, layer.head_dim)[:, :, t:t + 1] = v
+        keys, values, d = self.keys[i], self.values[i], layer.head_dim
+        keys.view(rows, self.hkv, d, -1)[..., t] = qk[:, layer.q_heads:, 0]
+        values.view(rows, self.hkv, -1, d)[:, :, t] = v[:, :, 0]
         # GQA: query head h reads kv head h // groups, so the queries of one kv head are contiguous
-        q = qk[:, :layer.q_heads].reshape(rows * self.hkv, self.groups, layer.head_dim)
-        scores = torch.baddbmm(bias, q, self.keys[i][:, :t + 1].transpose(1, 2))  # + mask: one op
+        q = qk[:, :layer.q_heads].reshape(rows * self.hkv, self.groups, d)
+        scores = torch.baddbmm(bias, q, keys[..., :t + 1])  # + mask: one op
         out = torch.bmm(scores.softmax(dim=-1), values[:, :t + 1])  # [rows * kv_heads, groups, d]
         return _add_linear(hidden, out.view(rows, -1), layer.o_wt, layer.o_b)

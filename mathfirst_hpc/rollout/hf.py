@@ -146,8 +146,10 @@ class HFEngine:
         scaled = logits.float()
         if temperature != 1.0:  # dividing by 1.0 is exact: skip a [rows, vocab] pass
             scaled = scaled / temperature
-        log_z = torch.logsumexp(scaled, dim=-1, keepdim=True)
-        probs = (scaled - log_z).exp_()
+        # log_softmax gives the reported log-prob by the learner's formula; its exp the sampling weights (one op
+        # each: cheaper than logsumexp, subtract, exp)
+        logp = torch.log_softmax(scaled, dim=-1)
+        probs = logp.exp()
         order = None
         if top_p < 1.0:
             probs, order = probs.sort(dim=-1, descending=True)
@@ -162,7 +164,7 @@ class HFEngine:
         token = torch.searchsorted(cdf, u, right=True)
         if order is not None:
             token = order.gather(-1, token)
-        return token.squeeze(-1), (scaled.gather(-1, token) - log_z).squeeze(-1)
+        return token.squeeze(-1), logp.gather(-1, token).squeeze(-1)
 
     def _to_sample(self, prompt: list[int], tokens: torch.Tensor, logprobs: torch.Tensor) -> Sample:
         ids = tokens.tolist()

@@ -117,6 +117,10 @@ class DataConfig:
     """``eval --heldout`` decoding when ``--n`` is not given: 1 = greedy, k = pass@1 averaged over k samples at the
     rollout temperature (the policy RL trains; DAPO's avg@k)."""
     shuffle_seed: int = 0
+    prompt_prefix: list[dict[str, str]] = field(default_factory=list)
+    """Chat messages put before every problem's own, in training and in held-out evaluation alike: a system prompt
+    and worked examples that show a pretrained model the answer format in context (few-shot prompting). Applied
+    after the held-out split, so it never moves a prompt across it."""
 
 
 @dataclass(kw_only=True)
@@ -216,6 +220,14 @@ class SlurmConfig:
     """Seconds before the time limit at which Slurm sends USR1 (--signal=USR1@lead)."""
     save_margin_s: int = 60
     """A learner stops and saves when SLURM_JOB_END_TIME is nearer than measured save time + this."""
+    prelaunch: bool = False
+    """Phases mode: submit each phase's jobs while the phase before runs (an iteration's learner beside its rollout
+    array, the next rollout array beside the learner); they start, import and load, then wait for their input, so
+    job start leaves the iteration's critical path (``launch/phases.py``). Off by default: on a GPU cluster a
+    prelaunched job holds its GPUs while it waits."""
+    prelaunch_max_wait_s: int = 600
+    """A prelaunched job whose input is not there after this long ends without working (the driver then submits
+    the job as usual): it holds its allocation no longer than this when its driver died or stalled."""
 
 
 @dataclass(kw_only=True)
@@ -359,6 +371,7 @@ def validate(cfg: StageConfig, check_files: bool = True) -> StageConfig:
     s = cfg.slurm
     _check(s.signal_lead_s >= 0, "slurm.signal_lead_s", "must be >= 0")
     _check(s.mem_gb >= 1 and s.cpus_per_task >= 1, "slurm.mem_gb", "mem_gb and cpus_per_task must be >= 1")
+    _check(s.prelaunch_max_wait_s >= 1, "slurm.prelaunch_max_wait_s", "must be >= 1")
     _validate_data(cfg, check_files)
     if isinstance(cfg, SftStage):
         f = cfg.sft
@@ -371,6 +384,9 @@ def validate(cfg: StageConfig, check_files: bool = True) -> StageConfig:
     if isinstance(cfg, MathRlStage):
         _check(set(cfg.data.mix) == {"math"}, "data.mix", "stage math_rl trains on math only: keep only 'math'")
     return cfg
+
+
+CHAT_ROLES = ("system", "user", "assistant")
 
 
 def _validate_data(cfg: StageConfig, check_files: bool) -> None:
@@ -390,6 +406,10 @@ def _validate_data(cfg: StageConfig, check_files: bool) -> None:
     _check(d.synthetic_size >= 1, "data.synthetic_size", "must be >= 1")
     _check(d.heldout_size >= 1, "data.heldout_size", "must be >= 1")
     _check(d.heldout_samples >= 1, "data.heldout_samples", "must be >= 1")
+    for i, message in enumerate(d.prompt_prefix):
+        _check(set(message) == {"role", "content"} and message["role"] in CHAT_ROLES
+               and isinstance(message["content"], str), f"data.prompt_prefix[{i}]",
+               f"must be {{role: {'|'.join(CHAT_ROLES)}, content: text}}, got {message}")
     if check_files and cfg.model.path is not None:
         _check(resolve_model_path(cfg.model.path).exists(), "model.path",
                f"local model folder not found: {cfg.model.path} (models are never downloaded from a hub)")

@@ -113,11 +113,23 @@ def heldout_problems(cfg: DataConfig, domain: str, seed: int, n: int | None = No
     if len(held) < n:
         raise DataError(f"data.mix.{domain}: only {len(held)} of {n} held-out items could be drawn",
                         hint="the generator's problem space is too small; lower data.heldout_size")
-    return held
+    return with_prompt_prefix(cfg, held)
+
+
+def with_prompt_prefix(cfg: DataConfig, problems: list[Problem]) -> list[Problem]:
+    """``data.prompt_prefix`` (system prompt, worked examples) before each problem's own messages."""
+    if not cfg.prompt_prefix:
+        return problems
+    prefix = [dict(m) for m in cfg.prompt_prefix]
+    return [dataclasses.replace(p, prompt=prefix + list(p.prompt)) for p in problems]
 
 
 def load_domain(cfg: DataConfig, domain: str, seed: int) -> list[Problem]:
-    """Problems of one mix entry: its files in order, or generated items when it has none."""
+    """Problems of one mix entry (its files in order, or generated items when it has none), prompt prefix added."""
+    return with_prompt_prefix(cfg, _domain_rows(cfg, domain, seed))
+
+
+def _domain_rows(cfg: DataConfig, domain: str, seed: int) -> list[Problem]:
     mix = cfg.mix[domain]
     if not mix.files:
         return training_pool(cfg, domain, seed)

@@ -46,3 +46,28 @@ def test_state_from_other_data_is_refused() -> None:
         DomainMixer(_cfg(12, math=1), seed=0).load_state_dict(state)
     with pytest.raises(DataError, match="other data"):
         DomainMixer(_cfg(10, math=1), seed=1).load_state_dict(state)
+
+
+PREFIX = [{"role": "system", "content": "Answer in \\boxed{}."},
+          {"role": "user", "content": "Calculate 1 + 1."}, {"role": "assistant", "content": "\\boxed{2}"}]
+
+
+def test_prompt_prefix_goes_before_every_prompt_and_never_moves_the_heldout_split() -> None:
+    from mathfirst_hpc.data.mix import heldout_problems
+
+    plain, prefixed = _cfg(40, math=1), _cfg(40, math=1)
+    prefixed.prompt_prefix = PREFIX
+    for side in (lambda c: DomainMixer(c, seed=0).items["math"], lambda c: heldout_problems(c, "math", 0, 16)):
+        before, after = side(plain), side(prefixed)
+        assert [p.uid for p in after] == [p.uid for p in before]
+        assert all(a.prompt == PREFIX + b.prompt for a, b in zip(after, before))
+
+
+@pytest.mark.parametrize("message", [{"role": "tool", "content": "x"}, {"role": "user"},
+                                     {"role": "user", "content": "x", "name": "y"}])
+def test_a_bad_prompt_prefix_message_is_refused(message: dict) -> None:
+    from mathfirst_hpc.config import load_stage_config
+    from mathfirst_hpc.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data\.prompt_prefix\[0\]"):
+        load_stage_config("math_rl", overrides=[f"data.prompt_prefix=[{json.dumps(message)}]"])

@@ -4,7 +4,12 @@ beside the same stage through submitit's local executor (profile local) and colo
 (``mathfirst-hpc run``), in the same run.
 
     slurm/local_cluster.sh up
-    .venv/bin/python bench/bench_orchestration.py [--iterations 3] [--dir /tmp/bench_orch]
+    .venv/bin/python bench/bench_orchestration.py [--iterations 3] [--dir /tmp/bench_orch] [--no-prelaunch]
+
+Both driver runs (Slurm, local executor) prelaunch (``slurm.prelaunch=true``, ``launch/phases.py``): each
+iteration's learner is submitted with its rollout array and the next array with the learner, and each waits for
+its input, so a job's scheduling, imports and loading overlap the phase before. ``--no-prelaunch``: one phase
+after the other, as ``submit`` does by default.
 
 Per iteration, wall-clock from the driver's side, split into parts:
 
@@ -13,10 +18,12 @@ Per iteration, wall-clock from the driver's side, split into parts:
                      so everything the driver does between two learner jobs counts, kept.h5 and driver.json too
     generation, learning, rewards: the work itself (not overhead); generation and rewards of the slowest rollout
                      task (phases mode scores each shard in its rollout task, see ``launch/phases.py``)
-    scheduling       sbatch -> job start (sacct Submit -> Start, 1 s resolution), over the jobs in sequence
+    scheduling       sbatch -> job start (sacct Submit -> Start, 1 s resolution), over the jobs in sequence;
+                     prelaunched jobs left out (they start while the phase before runs)
     job start        the rest of the time the driver waits beyond our code's run time: Python start, imports,
                      unpickling, process exit, the driver noticing the result (polls), its sbatch calls
-    model loading    rollout tasks (slowest of each array) + learner (model, optimizer, checkpoint)
+    model loading    rollout tasks (slowest of each array) + learner (model, optimizer, checkpoint); a
+                     prelaunched learner's model and optimizer left out (built before it waits)
     shard I/O        reading the scored shards back / the kept batch (driver + learner); checkpoint save with HF
                      export
     other            what remains: planning, writing the kept batch, bookkeeping, the tasks' tokenizer and shard
@@ -104,13 +111,17 @@ def parts_per_iteration(run_dir: Path, slurm: bool) -> list[dict[str, float]]:
         generation = row.get("tasks/max_generate_s", 0.0)
         learning = row.get("learner/train_s", 0.0)
         rewards = row.get("tasks/max_reward_s", 0.0)  # scored in the rollout tasks
-        loading = row.get("tasks/max_load_s", 0.0) + row.get("learner/load_s", 0.0)
+        learner_load = row.get("learner/resume_s", 0.0)  # the checkpoint; building the model comes before a wait:
+        if "learner/wait_s" not in row:  # a prelaunched learner's overlaps the phase before
+            learner_load += row.get("learner/load_s", 0.0)
+        loading = row.get("tasks/max_load_s", 0.0) + learner_load
         shard_io = (row.get("reward_s", 0.0) + row.get("shard_io_s", 0.0) + row.get("learner/shard_io_s", 0.0)
                     + row.get("learner/save_s", 0.0))  # the driver's reward_s: reading the scored shards back
         # jobs of one array run side by side: the slowest task of each step of the sequence counts
         steps: dict[tuple, list[str]] = {}
         for job_id, info in mine.items():
-            steps.setdefault((info["kind"], info["key"].get("gen_batch")), []).append(job_id)
+            if not info["key"].get("prelaunch"):
+                steps.setdefault((info["kind"], info["key"].get("gen_batch")), []).append(job_id)
         scheduling = 0.0
         for ids in steps.values():
             known = [times[j] for j in ids if j in times]
@@ -135,6 +146,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None)
+    parser.add_argument("--no-prelaunch", action="store_true", help="submit each phase after the one before")
     args = parser.parse_args()
     from mathfirst_hpc.launch.driver import submit_stages
     from mathfirst_hpc.launch.profiles import cluster_partitions
@@ -156,9 +168,10 @@ def main() -> int:
     start = time.perf_counter()
     run_curriculum(copies["colocated"], ["math_rl"], "tiny", overrides, progress=False)
     timing["colocated"] = (time.perf_counter() - start) / args.iterations
-    submit_stages(copies["local"], "stage2", "local", overrides=overrides)  # foreground
+    driven = overrides + ([] if args.no_prelaunch else ["math_rl:slurm.prelaunch=true"])
+    submit_stages(copies["local"], "stage2", "local", overrides=driven)  # foreground
     load_before = os.getloadavg()
-    submit_stages(copies["slurm"], "stage2", "local-dev", overrides=overrides)
+    submit_stages(copies["slurm"], "stage2", "local-dev", overrides=driven)
     manifest = copies["slurm"] / "manifest.json"
     deadline = time.time() + 1800
     while json.loads(manifest.read_text())["stages"]["math_rl"]["status"] != "final":
@@ -173,7 +186,8 @@ def main() -> int:
                "local": parts_per_iteration(copies["local"], slurm=False)}
     keys = ["wall", "generation", "learning", "rewards", "scheduling", "job start", "model loading", "shard I/O",
             "other", "overhead"]
-    print(f"tiny preset stage 2, {args.iterations} iterations; seconds per iteration "
+    print(f"tiny preset stage 2, {args.iterations} iterations, prelaunch {'off' if args.no_prelaunch else 'on'}; "
+          "seconds per iteration "
           f"(mean of iterations 2..{args.iterations}, iteration 1 in brackets)")
     print(f"{'part':<15} {'slurm (local-dev)':>20} {'local executor':>20}")
     for key in keys:

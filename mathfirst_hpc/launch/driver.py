@@ -14,6 +14,10 @@ loop, ``loop.run_rl_loop``, with the Slurm runners of ``phases.py``. Per iterati
    rollout array loads;
 4. goes on with the next iteration until the learner marks the stage final.
 
+With ``slurm.prelaunch`` each job is submitted two phases early (the next iteration's array with this one, the next
+iteration's learner with this one) and waits for its input (``phases.Prelaunch``): its start overlaps the phases
+before it. A driver that fails cancels them; one stopped for a requeue leaves them to its next run.
+
 Stage 1 (SFT) has no rollouts: its driver submits one learner job for the whole stage.
 
 One-allocation mode (``submit --mode allocation``, recorded in launch.json): no driver; each stage is one
@@ -42,6 +46,7 @@ children are subprocesses (submitit's local executor).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -106,7 +111,7 @@ def drive_stage(run_dir: str | Path, stage: str, poll_s: float = POLL_S) -> str:
     with gc_paused():  # loads torch and transformers
         from ..loop import run_rl_loop
         from ..stage import make_context, stage_start
-        from .phases import ScoredByTasks, SlurmLearner, SlurmRollouts, StageJob
+        from .phases import Prelaunch, ScoredByTasks, SlurmLearner, SlurmRollouts, StageJob
         from .services import stage_services
 
     paths = RunPaths(run_dir)
@@ -126,9 +131,11 @@ def drive_stage(run_dir: str | Path, stage: str, poll_s: float = POLL_S) -> str:
         manifest.set_stage(stage, init_from=str(init_hf) if init_hf else None)
         # trains the run's tokenizer once, before any task; stop = a signal (the loop polls it between iterations)
         ctx = make_context(paths, cfg, should_stop=preemption.requested, progress=False)
-        with stage_services(paths, cfg, launch_profile(launch)) as services:
-            if run_rl_loop(ctx, SlurmRollouts(ctx, launcher, services), SlurmLearner(ctx, launcher),
-                           ScoredByTasks()) != "final":
+        prelaunch = Prelaunch(ctx, launcher) if cfg.slurm.prelaunch else None
+        with stage_services(paths, cfg, launch_profile(launch)) as services, \
+                prelaunch.cancelled_after() if prelaunch else contextlib.nullcontext():
+            if run_rl_loop(ctx, SlurmRollouts(ctx, launcher, services, prelaunch=prelaunch),
+                           SlurmLearner(ctx, launcher, prelaunch), ScoredByTasks()) != "final":
                 raise DriverStopped(preemption.reason() or "stop")
     if not manifest.is_final(stage):
         raise RunDirError(f"stage {stage} ended without a final checkpoint in {paths.root}")

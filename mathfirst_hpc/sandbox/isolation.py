@@ -8,14 +8,17 @@ every execution gets fresh namespaces inside it. Per worker, built once:
   one; the sandbox adds a user namespace in which nested user namespaces are disabled;
 - new user, net, uts and cgroup namespaces: no network at all (only a loopback of its own);
 - read-only binds of ``/usr`` (+ the merged-usr symlinks) and a short list of ``/etc`` files needed by the
-  dynamic loader, Python and g++; no home, project, run or scratch folders; the worker's job folder read-only at
-  ``/sandbox`` (its ``build`` sub-folder writable only while compiling); the root and ``/dev`` read-only;
+  dynamic loader, Python and g++; no home, project, run or scratch folders; the worker's two job folders (one
+  executes while the server writes the next job's files into the other: ``LANES``) read-only under ``/.jobs``
+  (their ``build`` sub-folders writable only while compiling); the root and ``/dev`` read-only;
 - a clean environment (``env={}`` for bwrap, ``--clearenv`` inside).
 
 Per execution (the zygote forks it into them; see ``zygote.py`` for the process tree):
 
 - new pid, mount and ipc namespaces: its own pid 1, so neither the server's nor the zygote's processes nor
-  ``/proc/1/environ`` of anything outside are visible; a fresh size-limited tmpfs at ``/tmp`` (the working
+  ``/proc/1/environ`` of anything outside are visible; its own job folder bound at ``/sandbox`` and an empty
+  read-only folder over ``/.jobs``, so never the folder of the job before or after it; a fresh size-limited
+  tmpfs at ``/tmp`` (the working
   directory), a fresh small one at ``/dev/shm``, a fresh ``/proc``; SysV IPC objects die with the job;
 - no capabilities at all (bounding, ambient, permitted, effective, inheritable all empty; no_new_privs);
 - rlimits set just before exec: CPU seconds (soft = hard, so the kernel kills), address space, file size,
@@ -45,6 +48,7 @@ start with that line never reached the program.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import fcntl
@@ -62,7 +66,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 from ..errors import MathfirstError
 from .config import SandboxConfig
@@ -75,11 +79,30 @@ ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "loc
 # Merged-/usr systems: these are symlinks into /usr; older layouts get them bound instead.
 ROOT_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 SANDBOX_ROOT = "/sandbox"
+JOBS_IN_SANDBOX = "/.jobs"
+"""Where a worker's job folders (one per lane) are bound in its sandbox; each execution binds its own at
+SANDBOX_ROOT and covers this folder with EMPTY_IN_SANDBOX, so a program never sees the folder of another job."""
+EMPTY_IN_SANDBOX = "/.empty"
+LANES = 2
+"""Jobs a bwrap worker holds at once: one executes, the next is already handed to the zygote (its files written,
+its message queued), so the sandbox starts it the moment the first ends instead of waiting for the server."""
 SHM_SIZE_MB = 16
 BUILD_DIR = "build"
 ZYGOTE_START_TIMEOUT_S = 30.0
 """The one job sub-folder a program may write (C++ build output), only while compiling."""
 ZYGOTE_SOURCE = (Path(__file__).parent / "zygote.py").read_text(encoding="utf-8")
+
+
+def _without_docstring(source: str) -> str:
+    """``source`` less its module docstring: documentation, not code, and every job's pid 1 shows its command line."""
+    first = ast.parse(source).body[0]
+    if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+        return "".join(source.splitlines(keepends=True)[first.end_lineno:])
+    return source
+
+
+ZYGOTE_CODE = _without_docstring(ZYGOTE_SOURCE)
+"""What the Python zygote runs (``python3 -I -S -c ZYGOTE_CODE``)."""
 ZYGOTE_C = Path(__file__).parent / "zygote.c"
 ZYGOTE_IN_SANDBOX = "/.zygote"
 RLIMIT_ORDER = ("cpu", "as", "fsize", "nproc", "core")  # as zygote.c and zygote.py read them
@@ -161,6 +184,8 @@ class JobDir:
     writable: list[str] = field(default_factory=list)
     build_opened: bool = False
     """``make_writable`` was called on it (its ownership and mode need resetting afterwards)."""
+    lane: int = 0
+    """Which of its worker's job folders this is (``Isolation.lanes``)."""
 
 
 def _running_as_root() -> bool:
@@ -237,11 +262,14 @@ class Isolation:
     """Sweep the worker uid after each run (no pid namespace to end background children)."""
     outer_env: ClassVar[dict[str, str]] = SANDBOX_ENV
     """Environment of the process we start (never the server's)."""
+    lanes = 1
+    """Jobs one worker may hold at once, each with a job folder of its own; executions still run one at a time
+    per worker (``BwrapIsolation``: the next waits in the zygote)."""
 
     def __init__(self, cfg: SandboxConfig) -> None:
         self.cfg = cfg
 
-    def new_job_dir(self, slot: Slot) -> JobDir:
+    def new_job_dir(self, slot: Slot, lane: int = 0) -> JobDir:
         host = slot.dir / "job"
         shutil.rmtree(host, ignore_errors=True)
         host.mkdir(mode=0o755)
@@ -314,6 +342,7 @@ class BwrapIsolation(Isolation):
 
     name = "bwrap"
     signal_exit_codes = True
+    lanes = LANES
 
     def __init__(self, cfg: SandboxConfig) -> None:
         super().__init__(cfg)
@@ -327,6 +356,8 @@ class BwrapIsolation(Isolation):
         self.bwrap_path = bwrap
         self._system_args = self._system_binds()
         self._zygotes: dict[int, Zygote] = {}
+        self._starting: dict[int, asyncio.Lock] = {}
+        """Per worker: its lanes find a dead zygote together, and only one of them starts the next."""
         self._clean_job_dirs: set[Path] = set()
         self._specs: dict[tuple, bytes] = {}
         """Job folders that release_job_dir emptied (new_job_dir need not empty them again)."""
@@ -354,18 +385,22 @@ class BwrapIsolation(Isolation):
     def _root_for(self, host: Path) -> str:
         return SANDBOX_ROOT
 
-    # --- the job folder: one per worker, bound once into its zygote, emptied between jobs ----------------------
-    def new_job_dir(self, slot: Slot) -> JobDir:
-        host = slot.dir / "job"
+    # --- job folders: one per lane of a worker, bound once into its zygote, emptied between jobs ----------------
+    @staticmethod
+    def _jobs_dir(slot: Slot) -> Path:
+        return slot.dir / "jobs"
+
+    def new_job_dir(self, slot: Slot, lane: int = 0) -> JobDir:
+        host = self._jobs_dir(slot) / str(lane)
         if host in self._clean_job_dirs:  # emptied by release_job_dir and untouched since
             self._clean_job_dirs.discard(host)
         elif host.is_dir():
             _empty(str(host))
             _reset_build_dir(host / BUILD_DIR)
         else:
-            host.mkdir(mode=0o755)
+            host.mkdir(mode=0o755, parents=True)
             (host / BUILD_DIR).mkdir(mode=0o755)
-        return JobDir(host=host, root=SANDBOX_ROOT)
+        return JobDir(host=host, root=SANDBOX_ROOT, lane=lane)
 
     def release_job_dir(self, job_dir: JobDir) -> None:
         _empty(str(job_dir.host))
@@ -387,9 +422,12 @@ class BwrapIsolation(Isolation):
     # --- running -----------------------------------------------------------------------------------------------
     def zygote_command(self, slot: Slot, control_fd: int) -> list[str]:
         """bwrap around the zygote: everything that is the same for every job of this worker."""
-        host = slot.dir / "job"
-        if not host.is_dir():
-            self.new_job_dir(slot)
+        jobs = self._jobs_dir(slot)
+        for lane in range(self.lanes):
+            if not (jobs / str(lane)).is_dir():
+                self.release_job_dir(self.new_job_dir(slot, lane))
+        builds = [arg for lane in range(self.lanes)
+                  for arg in ("--bind", str(jobs / str(lane) / BUILD_DIR), f"{JOBS_IN_SANDBOX}/{lane}/{BUILD_DIR}")]
         return [self.bwrap_path, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
                 "--new-session", "--hostname", "sandbox",
                 # The zygote needs these two in its own user namespace to build each job's namespaces and to
@@ -397,35 +435,50 @@ class BwrapIsolation(Isolation):
                 "--cap-drop", "ALL", "--cap-add", "CAP_SYS_ADMIN", "--cap-add", "CAP_SETPCAP",
                 *self._system_args, "--proc", "/proc", "--dev", "/dev",
                 "--size", str(1 << 20), "--tmpfs", "/tmp",  # each job mounts its own /tmp and /dev/shm over these
-                "--ro-bind", str(host), SANDBOX_ROOT,
-                "--bind", str(host / BUILD_DIR), f"{SANDBOX_ROOT}/{BUILD_DIR}",  # read-only per job unless compiling
+                # every lane's job folder, read-only, and its build folder (read-only per job unless compiling);
+                # each job binds its own folder at SANDBOX_ROOT and detaches JOBS_IN_SANDBOX (zygote.c)
+                "--ro-bind", str(jobs), JOBS_IN_SANDBOX, *builds, "--dir", SANDBOX_ROOT, "--dir", EMPTY_IN_SANDBOX,
                 # The root is bwrap's own tmpfs: read-only, or / and /etc would be unlimited scratch space.
                 *(["--ro-bind", str(self.zygote_binary), ZYGOTE_IN_SANDBOX] if self.zygote_binary else []),
                 "--remount-ro", "/", "--remount-ro", "/dev", "--chdir", "/", "--clearenv", "--",
-                *([ZYGOTE_IN_SANDBOX] if self.zygote_binary else [self.cfg.python, "-I", "-S", "-c", ZYGOTE_SOURCE]),
+                *([ZYGOTE_IN_SANDBOX] if self.zygote_binary else [self.cfg.python, "-I", "-S", "-c", ZYGOTE_CODE]),
                 str(control_fd)]
 
     async def run(self, slot: Slot, job_dir: JobDir, argv: list[str], stdin: bytes, limits: Limits) -> RawRun:
         readonly = BUILD_DIR not in job_dir.writable
-        key = (tuple(argv), readonly, limits.cpu_s, limits.memory_mb, limits.file_size_mb, limits.max_processes)
+        key = (tuple(argv), readonly, job_dir.lane, limits.cpu_s, limits.memory_mb, limits.file_size_mb,
+               limits.max_processes)
         spec = self._specs.get(key)
-        if spec is None:  # the same few messages recur (one per program kind and limits): encoded once each
+        if spec is None:  # the same few messages recur (one per program kind, lane and limits): encoded once each
+            bind = (f"{JOBS_IN_SANDBOX}/{job_dir.lane}", SANDBOX_ROOT, EMPTY_IN_SANDBOX, JOBS_IN_SANDBOX)
             spec = encode_job(argv, SANDBOX_ENV, "/tmp", limits.rlimits(), self.cfg.tmp_size_mb << 20,
-                              SHM_SIZE_MB << 20, [f"{SANDBOX_ROOT}/{BUILD_DIR}"] if readonly else [])
+                              SHM_SIZE_MB << 20, [f"{SANDBOX_ROOT}/{BUILD_DIR}"] if readonly else [], bind)
             if len(self._specs) >= 64:
                 self._specs.clear()
             self._specs[key] = spec
-        for _attempt in range(2):  # a zygote found dead before it took the job is replaced once: nothing ran
+        for attempt in range(2):  # a zygote found dead before it took the job is replaced once: nothing ran
+            zygote = await self._zygote(slot)
+            if isinstance(zygote, str):
+                return RawRun(exit_code=None, sandbox_failure=f"the sandbox did not start: {zygote}")
+            try:
+                return await zygote.run(spec, stdin, limits)
+            except _Refused as exc:
+                if attempt:
+                    return await zygote.died(RawRun(exit_code=None), f"could not hand it the job: {exc}")
+                await zygote.stop()
+        raise AssertionError("unreachable")
+
+    async def _zygote(self, slot: Slot) -> Zygote | str:
+        """The worker's live zygote, started if needed; or why it did not start."""
+        lock = self._starting.setdefault(slot.index, asyncio.Lock())
+        async with lock:
             zygote = self._zygotes.get(slot.index)
             if zygote is None or not zygote.alive:
                 zygote = self._zygotes[slot.index] = Zygote(self, slot)
                 failure = await zygote.start()
                 if failure:
-                    return RawRun(exit_code=None, sandbox_failure=f"the sandbox did not start: {failure}")
-            raw = await zygote.run(spec, stdin, limits)
-            if not zygote.refused:
-                break
-        return raw
+                    return failure
+            return zygote
 
     async def close(self) -> None:
         zygotes, self._zygotes = list(self._zygotes.values()), {}
@@ -433,9 +486,10 @@ class BwrapIsolation(Isolation):
 
 
 def encode_job(argv: list[str], env: dict[str, str], cwd: str, rlimits: dict[str, int], tmp_bytes: int,
-               shm_bytes: int, readonly: list[str]) -> bytes:
-    """A job message for the zygote (zygote.py / zygote.c): NUL-separated fields, lists counted."""
-    fields = ["job", cwd, str(tmp_bytes), str(shm_bytes), *(str(rlimits[name]) for name in RLIMIT_ORDER)]
+               shm_bytes: int, readonly: list[str], bind: tuple[str, str, str, str] = ("", "", "", "")) -> bytes:
+    """A job message for the zygote (zygote.py / zygote.c): NUL-separated fields, lists counted. ``bind``: the job
+    folder's source and target, then an empty folder and the folder it covers (all empty: no binds)."""
+    fields = ["job", *bind, cwd, str(tmp_bytes), str(shm_bytes), *(str(rlimits[name]) for name in RLIMIT_ORDER)]
     for items in (readonly, [f"{k}={v}" for k, v in env.items()], argv):
         fields += [str(len(items)), *items]
     if any("\0" in field for field in fields):
@@ -500,8 +554,23 @@ def _reset_build_dir(build: Path) -> None:
         os.chmod(build, 0o755)
 
 
+class _Refused(Exception):
+    """The zygote could not even be handed the job (it was already gone): nothing ran."""
+
+
+@dataclass
+class _Handed:
+    """One execution handed to the zygote: its reply, and what to do once it starts (the executions handed before
+    it have all ended: the zygote runs them one at a time, in order)."""
+
+    reply: asyncio.Future
+    on_start: Callable[[], None]
+    started: bool = False
+
+
 class Zygote:
-    """The server's side of one worker's zygote (``zygote.py``): start it, hand it jobs, kill jobs, stop it."""
+    """The server's side of one worker's zygote (``zygote.py``): start it, hand it jobs, kill jobs, stop it.
+    Executions are numbered as handed over (the zygote counts the same way); ``kill`` and replies name them."""
 
     def __init__(self, isolation: BwrapIsolation, slot: Slot) -> None:
         self.isolation = isolation
@@ -509,8 +578,10 @@ class Zygote:
         self.proc: asyncio.subprocess.Process | None = None
         self.sock: socket.socket | None = None
         self.alive = False
-        self.refused = False
-        """The last job could not even be handed over (the zygote was already gone)."""
+        self._ready: asyncio.Future | None = None
+        self._handed = 0
+        self._inflight: dict[int, _Handed] = {}
+        """Handed over and not answered yet, in the order handed (dicts keep it): the first one runs."""
 
     async def start(self) -> str | None:
         """None once the zygote answers, else why it did not start."""
@@ -529,10 +600,10 @@ class Zygote:
         self.sock = ours
         self.alive = True
         loop = asyncio.get_running_loop()
-        ready = self._reply = loop.create_future()
+        ready = self._ready = loop.create_future()
         loop.add_reader(ours.fileno(), self._on_reply)  # for the zygote's whole life
         done, _ = await asyncio.wait({ready}, timeout=ZYGOTE_START_TIMEOUT_S)
-        self._reply = None
+        self._ready = None
         if done and ready.result() == b"ready":
             return None
         why = "no answer within %g s" % ZYGOTE_START_TIMEOUT_S if not done else "it exited"
@@ -544,36 +615,43 @@ class Zygote:
         return f"{why}: {detail.strip()[-300:]}" if detail.strip() else why
 
     async def run(self, spec: bytes, stdin: bytes, limits: Limits) -> RawRun:
+        """Hand over one execution and wait for its end; it starts once those handed before it have ended, and
+        its wall clock runs from then. Raises ``_Refused`` if the zygote is already gone."""
         raw = RawRun(exit_code=None)
         loop = asyncio.get_running_loop()
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        started = time.perf_counter()
         try:
             socket.send_fds(self.sock, [spec], [in_r, out_w, err_w])
         except OSError as exc:
-            for fd in (in_r, in_w, out_r, out_w, err_r, err_w):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            self.refused = True
-            return await self._died(raw, f"could not hand it the job: {exc}")
+            for fd in (in_w, out_r, err_r):
+                os.close(fd)
+            raise _Refused(str(exc)) from None
         finally:
             for fd in (in_r, out_w, err_w):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+                os.close(fd)
+        self._handed += 1
+        number = self._handed
         killed = False
+        started = 0.0
+        timer: asyncio.TimerHandle | None = None
 
         def kill() -> None:
             nonlocal killed
             if not killed and not reply.done():
                 killed = True
                 with contextlib.suppress(OSError):
-                    self.sock.send(b"kill")
+                    self.sock.send(b"kill\0%d" % number)
 
         def exceeded() -> None:
             raw.output_exceeded = True
             kill()
+
+        def on_start() -> None:  # the executions before it have ended: the zygote starts it now
+            nonlocal started, timer
+            started = time.perf_counter()
+            timer = loop.call_later(limits.wall_s, wall_limit)
 
         def wall_limit() -> None:  # the program ran too long: kill it, and give the zygote 5 s to answer
             nonlocal timer
@@ -586,19 +664,21 @@ class Zygote:
                 reply.set_result(_NO_ANSWER)
 
         reply: asyncio.Future = loop.create_future()
-        self._reply = reply
+        handed = self._inflight[number] = _Handed(reply, on_start)
+        if next(iter(self._inflight)) == number:
+            handed.started = True
+            on_start()
         out = _FdReader(loop, out_r, limits.max_output_bytes, exceeded)
         err = _FdReader(loop, err_r, limits.max_output_bytes, exceeded)
         feeder = _FdWriter(loop, in_w, stdin) if stdin else None
         if feeder is None:
             os.close(in_w)  # an empty stdin: EOF at once
-        timer = loop.call_later(limits.wall_s, wall_limit)
         try:
             message = await reply
             if message is _NO_ANSWER:  # the zygote does not answer: end it and everything under it
-                return await self._died(raw, "its launcher did not answer a kill within 5 s", "the sandbox failed")
+                return await self.died(raw, "its launcher did not answer a kill within 5 s", "the sandbox failed")
             if message is None:
-                return await self._died(raw, "its launcher exited while the job ran", "the sandbox failed")
+                return await self.died(raw, "its launcher exited while the job ran", "the sandbox failed")
             code, _, setup_error = message.partition(b"\0")
             raw.exit_code = int(code)
             if setup_error:
@@ -614,15 +694,25 @@ class Zygote:
                 await asyncio.shield(self.stop())
             raise
         finally:
-            timer.cancel()
-            raw.wall_s = time.perf_counter() - started
+            if timer is not None:
+                timer.cancel()
+            raw.wall_s = time.perf_counter() - started if started else 0.0
             if not reply.done():
                 reply.cancel()
-            self._reply = None
+            self._forget(number)
             raw.stdout, raw.stderr = out.close(), err.close()
             if feeder is not None:
                 feeder.close()
         return raw
+
+    def _forget(self, number: int) -> None:
+        """Execution ``number`` is answered (or given up): the first one still handed, if any, runs now."""
+        if self._inflight.pop(number, None) is None or not self._inflight:
+            return
+        first = next(iter(self._inflight.values()))
+        if not first.started:
+            first.started = True
+            first.on_start()
 
     def _on_reply(self) -> None:
         try:
@@ -631,19 +721,29 @@ class Zygote:
             return
         except OSError:
             message = b""
-        reply = self._reply
-        if reply is not None and not reply.done():
-            reply.set_result(message or None)
-        if not message:  # the zygote is gone
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(message or None)
+        elif message:
+            number, _, rest = message.partition(b"\0")
+            handed = self._inflight.get(int(number)) if number.isdigit() else None
+            if handed is not None and not handed.reply.done():
+                handed.reply.set_result(rest)
+            if handed is not None:
+                self._forget(int(number))
+        if not message:  # the zygote is gone, and with it every execution handed to it
             self.alive = False
             self._unwatch()
+            for handed in self._inflight.values():
+                if not handed.reply.done():
+                    handed.reply.set_result(None)
 
     def _unwatch(self) -> None:
         if self.sock is not None and self.sock.fileno() >= 0:
             with contextlib.suppress(ValueError, OSError, RuntimeError):
                 asyncio.get_running_loop().remove_reader(self.sock.fileno())
 
-    async def _died(self, raw: RawRun, why: str, what: str = "the sandbox did not start") -> RawRun:
+    async def died(self, raw: RawRun, why: str, what: str = "the sandbox did not start") -> RawRun:
+        """End the zygote and say why in ``raw``, with the tail of its stderr."""
         await self.stop()
         detail = ""
         if self.proc is not None and self.proc.stderr is not None:
@@ -663,6 +763,9 @@ class Zygote:
             _kill_group(self.proc.pid)
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(self.proc.wait(), 5.0)
+        for handed in self._inflight.values():
+            if not handed.reply.done():
+                handed.reply.set_result(None)
 
 
 _NO_ANSWER = object()
@@ -747,8 +850,8 @@ class NoIsolation(Isolation):
     def _root_for(self, host: Path) -> str:
         return str(host)
 
-    def new_job_dir(self, slot: Slot) -> JobDir:
-        job_dir = super().new_job_dir(slot)
+    def new_job_dir(self, slot: Slot, lane: int = 0) -> JobDir:
+        job_dir = super().new_job_dir(slot, lane)
         self.make_writable(slot, job_dir, "tmp")  # the working directory
         return job_dir
 

@@ -74,13 +74,15 @@ def _text(data: bytes, limit: int) -> str:
 class JobRunner:
     """Runs jobs for one slot with one isolation."""
 
-    def __init__(self, cfg: SandboxConfig, isolation: Isolation, slot: Slot) -> None:
+    def __init__(self, cfg: SandboxConfig, isolation: Isolation, slot: Slot, lane: int = 0) -> None:
         self.cfg = cfg
         self.isolation = isolation
         self.slot = slot
+        self.lane = lane
+        """Which of the slot's job folders this runner writes (``Isolation.lanes`` runners share one slot)."""
 
     async def run(self, job: ExecJob) -> ExecResult:
-        job_dir = self.isolation.new_job_dir(self.slot)
+        job_dir = self.isolation.new_job_dir(self.slot, self.lane)
         try:
             return await self._run(job, job_dir)
         finally:

@@ -95,11 +95,16 @@ class SandboxService:
         self._exec_s_avg = 0.05
         self._workers: list[asyncio.Task] = []
         self._janitor: asyncio.Task | None = None
+        self._runners = len(slots) * isolation.lanes
+        """Jobs held by workers at once; a job's time from start to end includes waiting for its worker's other
+        lane, so the queue drains at this many per ``_exec_s_avg``."""
 
     # --- lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> None:
-        self._workers = [asyncio.create_task(self._worker(JobRunner(self.cfg, self.isolation, slot)))
-                         for slot in self.slots]
+        # Isolation.lanes runners per worker slot: with bwrap, the second one's next execution already waits in
+        # the worker's sandbox while the first runs (executions still run one at a time per worker)
+        self._workers = [asyncio.create_task(self._worker(JobRunner(self.cfg, self.isolation, slot, lane)))
+                         for slot in self.slots for lane in range(self.isolation.lanes)]
         self._janitor = asyncio.create_task(self._expire_loop())
 
     async def shutdown(self) -> None:
@@ -187,7 +192,7 @@ class SandboxService:
         target = max(1, len(known) // COALESCE_FRACTION)
         if finished >= target:
             return
-        expected_s = 1.5 * (target - finished) * self._exec_s_avg / len(self.slots)
+        expected_s = 1.5 * (target - finished) * self._exec_s_avg / self._runners
         deadline = min(answer_by, time.monotonic() + min(COALESCE_MAX_S, max(COALESCE_S, expected_s)))
         first = self.completed
         while True:
@@ -254,7 +259,7 @@ class SandboxService:
         record.waiters.clear()
 
     def _retry_after_s(self, excess: int) -> int:
-        return max(1, math.ceil(excess * self._exec_s_avg / len(self.slots)))
+        return max(1, math.ceil(excess * self._exec_s_avg / self._runners))
 
     def _trim(self, now: float) -> None:
         while self._recent and self._recent[0] < now - 60:

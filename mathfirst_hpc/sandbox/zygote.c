@@ -6,8 +6,17 @@
  * process cost ~0.3 ms, so an execution costs little more than the program itself.
  *
  * Messages (SOCK_SEQPACKET, fd number in argv[1]); a job is NUL-separated fields, the counts in decimal:
- *   "job" cwd tmp_bytes shm_bytes cpu as fsize nproc core  n_readonly paths...  n_env env...  n_argv argv...
- * with the program's stdin, stdout and stderr attached; "kill"; replies "ready" once, then "<code>\0<error>".
+ *   "job" bind_src bind_dst empty hide cwd tmp_bytes shm_bytes cpu as fsize nproc core
+ *   n_readonly paths...  n_env env...  n_argv argv...
+ * with the program's stdin, stdout and stderr attached. Jobs are numbered 1, 2, ... in arrival order and run one
+ * at a time in that order; up to QUEUE_MAX wait while one runs (the server hands over the next job before the
+ * current one ends, so none waits on the server between two programs). "kill\0<n>" kills job n if it runs, or
+ * drops it if it waits. Replies: "ready" once, then "<n>\0<code>\0<error>" once per job.
+ *
+ * Unlike zygote.py, while one job runs this one already starts the next job's init, which builds that job's
+ * namespaces and mounts and then waits (struct chain): for a byte from the running job's init, written once every
+ * process of that job is gone, or for that init's full exit. So the next program starts one wakeup after the
+ * previous one's namespace is empty, with neither the zygote nor the server in between.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -30,17 +39,48 @@
 
 #define EXIT_SETUP_FAILED 127
 #define MAX_FIELDS 4096
+#define QUEUE_MAX 4
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
 
 struct job {
-  char *cwd, **readonly, **env, **argv;
+  char *bind_src, *bind_dst, *empty, *hide, *cwd, **readonly, **env, **argv;
   unsigned long long tmp_bytes, shm_bytes, rl[5];
+};
+
+/* A job received but not yet run: its message (malloc'd) and the program's three fds. */
+struct pending {
+  char *text;
+  ssize_t size;
+  int fds[3];
+  unsigned long long seq;
 };
 
 static char message[1 << 20];
 static char *fields[MAX_FIELDS];
+static struct pending queue[QUEUE_MAX];
+static int queued;                        /* queue[0] is the next to run */
+static unsigned long long received;       /* jobs received so far: the number of the latest */
+
+/* A started job: its namespace init and the zygote's ends of its pipes. `go_r` is read by the next job's init,
+ * which sets up its namespaces while this job runs and starts its program as soon as this one's init writes a
+ * byte there (its namespace swept) or has fully exited: no round trip through the zygote between two programs. */
+struct active {
+  pid_t init;  /* 0: none */
+  unsigned long long seq;
+  int status_r, err_r, pidfd, go_r;
+};
+
+/* What a job's init waits for before starting its program (the previous job's go pipe and pidfd, -1: nothing)
+ * and where it says that its own job is over. */
+struct chain {
+  int wait_r, wait_pidfd, go_w;
+};
+
+static struct active running, armed;     /* the job whose program runs or is next; the one set up after it */
+static pid_t zombies[64];                /* inits whose jobs are answered, reaped once their teardown ends */
+static int nzombies;
 
 static void fail(int err_w, const char *fmt, ...) {
   char text[2048];
@@ -61,13 +101,17 @@ static int number(const char *text, unsigned long long *value) {
   return errno || *end ? -1 : 0;
 }
 
-static int parse(ssize_t size, struct job *job) {
+static int parse(char *text, ssize_t size, struct job *job) {
   int count = 0;
-  for (char *p = message; p < message + size && count < MAX_FIELDS; p += strlen(p) + 1) fields[count++] = p;
+  for (char *p = text; p < text + size && count < MAX_FIELDS; p += strlen(p) + 1) fields[count++] = p;
   int i = 0;
 #define NEED(k) if (i + (k) > count) return -1
-  NEED(9);
+  NEED(13);
   if (strcmp(fields[i++], "job")) return -1;
+  job->bind_src = fields[i++];
+  job->bind_dst = fields[i++];
+  job->empty = fields[i++];
+  job->hide = fields[i++];
   job->cwd = fields[i++];
   if (number(fields[i++], &job->tmp_bytes) || number(fields[i++], &job->shm_bytes)) return -1;
   for (int k = 0; k < 5; k++)
@@ -136,10 +180,46 @@ static void run_program(struct job *job, int fds[3], int err_w) {
   fail(err_w, "exec %s: %s", job->argv[0], strerror(errno));
 }
 
-static void namespace_init(struct job *job, int fds[3], int err_w, int status_w, int last_cap) {
+/* Blocks until the previous job is over: its init wrote a byte (every process of its namespace is gone), or its
+ * init died without one (killed, or its setup failed), in which case its pidfd turns readable only once the kernel
+ * has ended every process of its namespace (its file descriptors close before that). */
+static void await_previous(struct chain *chain) {
+  if (chain->wait_r < 0) return;
+  char byte;
+  ssize_t n;
+  while ((n = read(chain->wait_r, &byte, 1)) < 0 && errno == EINTR) {
+  }
+  if (n != 1 && chain->wait_pidfd >= 0) {
+    struct pollfd done = {chain->wait_pidfd, POLLIN, 0};
+    while (poll(&done, 1, -1) < 0 && errno == EINTR) {
+    }
+  }
+}
+
+static void close_all_but(int a, int b) {
+  int low = a < b ? a : b, high = a < b ? b : a;
+  if ((low > 0 && syscall(SYS_close_range, 0, low - 1, 0)) ||
+      (high > low + 1 && syscall(SYS_close_range, low + 1, high - 1, 0)) ||
+      syscall(SYS_close_range, high + 1, ~0U, 0))
+    for (int fd = 0; fd < 65536; fd++)
+      if (fd != a && fd != b) close(fd);
+}
+
+static void namespace_init(struct job *job, int fds[3], int err_w, int status_w, struct chain *chain,
+                           int last_cap) {
   char options[64];
   if (unshare(CLONE_NEWNS | CLONE_NEWIPC)) fail(err_w, "unshare: %s", strerror(errno));
   if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)) fail(err_w, "mount /: %s", strerror(errno));
+  if (*job->bind_src) {
+    /* This job's folder (one of the worker's, all bound read-only under `hide`) becomes bind_dst; then the empty
+     * read-only folder `empty` is bound over `hide`, so the program sees its own folder and never the one the
+     * server is filling for the next job. (Covered, not unmounted: bwrap's mounts are locked in the zygote's
+     * nested user namespace; the program has no capability to unmount the cover.) The binds keep their source
+     * mounts' read-only, nosuid and nodev flags. */
+    if (mount(job->bind_src, job->bind_dst, NULL, MS_BIND | MS_REC, NULL))
+      fail(err_w, "bind %s: %s", job->bind_src, strerror(errno));
+    if (mount(job->empty, job->hide, NULL, MS_BIND, NULL)) fail(err_w, "cover %s: %s", job->hide, strerror(errno));
+  }
   snprintf(options, sizeof options, "size=%llu,mode=0700", job->tmp_bytes);
   if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, options))
     fail(err_w, "mount /tmp: %s", strerror(errno));
@@ -153,6 +233,7 @@ static void namespace_init(struct job *job, int fds[3], int err_w, int status_w,
       fail(err_w, "mount %s read-only: %s", *path, strerror(errno));
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   if (drop_capabilities(last_cap)) fail(err_w, "capset: %s", strerror(errno));
+  await_previous(chain);  /* everything above was set up while the previous job ran */
   /* vfork: the program borrows this process's memory until it execs (no page tables copied, no copy-on-write
    * faults on either side); run_program only makes system calls on its own fd table, signal handlers, limits
    * and working directory, then execs or _exits */
@@ -162,9 +243,8 @@ static void namespace_init(struct job *job, int fds[3], int err_w, int status_w,
     close(status_w);
     run_program(job, fds, err_w);
   }
-  if (syscall(SYS_close_range, 0, status_w - 1, 0) || syscall(SYS_close_range, status_w + 1, ~0U, 0))
-    for (int fd = 0; fd < 65536; fd++)
-      if (fd != status_w) close(fd);
+  int go_w = chain->go_w;
+  close_all_but(status_w, go_w);  /* the program's fds, the previous job's pipe and pidfd, the queued jobs' fds */
   int code = -1, status;
   pid_t pid;
   while ((pid = wait(&status)) > 0 || (pid < 0 && errno == EINTR)) {
@@ -177,11 +257,83 @@ static void namespace_init(struct job *job, int fds[3], int err_w, int status_w,
     if (pid < 0 && errno == ECHILD) break;
     kill(-1, SIGKILL);
   }
+  if (write(go_w, "g", 1) < 0) {
+  }  /* first the next program may start (nothing of this job is left), then the zygote hears */
   char text[16];
   int n = snprintf(text, sizeof text, "%d", code < 0 ? EXIT_SETUP_FAILED : code);
   if (write(status_w, text, n) < 0) {
   }
   _exit(0);
+}
+
+static void reply(int control, unsigned long long seq, int code, const char *error) {
+  char text[2100];
+  int n = snprintf(text, sizeof text, "%llu%c%d%c%s", seq, 0, code, 0, error);
+  if (send(control, text, (size_t)n < sizeof text ? (size_t)n : sizeof text - 1, 0) < 0) {
+  }  /* a gone server shows as the end of the control socket */
+}
+
+static void close_fds(int fds[3]) {
+  for (int k = 0; k < 3; k++)
+    if (fds[k] >= 0) close(fds[k]);
+}
+
+/* "kill <n>": SIGKILL to job n's init if started (which ends its namespace), or drop job n if it still waits. */
+static void cancel(int control, unsigned long long seq) {
+  struct active *started[2] = {&running, &armed};
+  for (int a = 0; a < 2; a++)
+    if (started[a]->init > 0 && started[a]->seq == seq) {
+      kill(started[a]->init, SIGKILL);  /* answered once its exit is seen, in order */
+      return;
+    }
+  for (int q = 0; q < queued; q++)
+    if (queue[q].seq == seq) {
+      close_fds(queue[q].fds);
+      free(queue[q].text);
+      memmove(&queue[q], &queue[q + 1], (size_t)(queued - q - 1) * sizeof queue[0]);
+      queued--;
+      reply(control, seq, 128 + SIGKILL, "");
+      return;
+    }  /* otherwise it has ended already */
+}
+
+/* One message from the server: a job is queued (or refused at once), a kill applied. -1: the server went away. */
+static int receive(int control) {
+  char cbuf[CMSG_SPACE(3 * sizeof(int))];
+  struct iovec io = {message, sizeof message - 1};
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &io;
+  msg.msg_iovlen = 1;
+  msg.msg_control = cbuf;
+  msg.msg_controllen = sizeof cbuf;
+  ssize_t size = recvmsg(control, &msg, MSG_CMSG_CLOEXEC);
+  if (size < 0 && errno == EINTR) return 0;
+  if (size <= 0) return -1;
+  int fds[3] = {-1, -1, -1}, nfds = 0;
+  for (struct cmsghdr *h = CMSG_FIRSTHDR(&msg); h; h = CMSG_NXTHDR(&msg, h))
+    if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS) {
+      nfds = (int)((h->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+      memcpy(fds, CMSG_DATA(h), (nfds < 3 ? nfds : 3) * sizeof(int));
+    }
+  message[size] = 0;
+  unsigned long long seq;
+  if (size > 5 && !memcmp(message, "kill", 5) && nfds == 0) {  /* "kill\0<n>" (memcmp includes the NUL) */
+    if (!number(message + 5, &seq)) cancel(control, seq);
+    return 0;
+  }
+  seq = ++received;
+  char *text = NULL;
+  if (!(msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) && nfds == 3 && queued < QUEUE_MAX)
+    text = malloc((size_t)size + 1);
+  if (text == NULL) {
+    close_fds(fds);
+    reply(control, seq, EXIT_SETUP_FAILED, queued < QUEUE_MAX ? "malformed job" : "too many jobs queued");
+    return 0;
+  }
+  memcpy(text, message, (size_t)size + 1);
+  queue[queued++] = (struct pending){text, size, {fds[0], fds[1], fds[2]}, seq};
+  return 0;
 }
 
 static ssize_t read_all(int fd, char *buf, size_t size) {
@@ -192,52 +344,101 @@ static ssize_t read_all(int fd, char *buf, size_t size) {
   return (ssize_t)used;
 }
 
-/* P's exit code once I reports it (or from I's own exit), killing I on "kill"; -2 if the server went away. */
-static int wait_for_job(int control, pid_t init, int status_r) {
-  int pidfd = (int)syscall(SYS_pidfd_open, init, 0);
-  struct pollfd watched[3] = {{status_r, POLLIN, 0}, {pidfd, POLLIN, 0}, {control, POLLIN, 0}};
-  int code = -1;
-  for (;;) {
-    if (poll(watched, 3, -1) < 0) {
-      if (errno == EINTR) continue;
-      break;
+static void close_if_open(int *fd) {
+  if (*fd >= 0) close(*fd);
+  *fd = -1;
+}
+
+/* Starts the first queued job into `slot`: its init sets up the namespaces, then waits for `previous` (if any) to
+ * end before starting the program. A job that cannot start is answered at once (slot->init stays 0). */
+static void start_next(int control, int last_cap, struct active *slot, struct active *previous) {
+  struct pending next = queue[0];
+  memmove(&queue[0], &queue[1], (size_t)(queued - 1) * sizeof queue[0]);
+  queued--;
+  struct job job;
+  int err_pipe[2] = {-1, -1}, status_pipe[2] = {-1, -1}, go_pipe[2] = {-1, -1};
+  const char *problem = parse(next.text, next.size, &job) ? "malformed job" : NULL;
+  if (!problem && (pipe2(err_pipe, O_CLOEXEC) || pipe2(status_pipe, O_CLOEXEC) || pipe2(go_pipe, O_CLOEXEC)))
+    problem = "no pipes";
+  pid_t init = -1;
+  int clone_errno = 0;
+  if (!problem) {
+    struct chain chain = {previous ? previous->go_r : -1, previous ? previous->pidfd : -1, go_pipe[1]};
+    init = (pid_t)syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, 0, 0, 0, 0);
+    if (init == 0) {
+      close(control);
+      close(err_pipe[0]);
+      close(status_pipe[0]);
+      close(go_pipe[0]);
+      namespace_init(&job, next.fds, err_pipe[1], status_pipe[1], &chain, last_cap);
     }
-    if (watched[0].revents) {
-      char text[16];
-      ssize_t n = read_all(status_r, text, sizeof text - 1);
-      if (n > 0) {
-        text[n] = 0;
-        code = atoi(text);
-        break;
-      }
-      watched[0].fd = -1;  /* I is gone without a word: its own exit decides */
-      if (pidfd < 0) {     /* no pidfds (Linux < 5.3): wait for it directly */
-        int status;
-        waitpid(init, &status, 0);
-        code = exit_code(status);
-        break;
-      }
-      continue;
-    }
-    if (watched[1].revents) {
-      int status;
-      waitpid(init, &status, 0);
-      code = exit_code(status);
-      break;
-    }
-    if (watched[2].revents) {
-      char word[8];
-      ssize_t n = recv(control, word, sizeof word, 0);
-      if (n <= 0 || (n == 4 && !memcmp(word, "kill", 4))) kill(init, SIGKILL);
-      if (n <= 0) {
-        waitpid(init, NULL, 0);
-        code = -2;
-        break;
-      }
-    }
+    clone_errno = errno;
   }
-  if (pidfd >= 0) close(pidfd);
-  return code;
+  close_fds(next.fds);
+  free(next.text);
+  close_if_open(&err_pipe[1]);
+  close_if_open(&status_pipe[1]);
+  close_if_open(&go_pipe[1]);
+  if (previous) close_if_open(&previous->go_r);  /* handed to this job's init, the only one to read it */
+  if (init <= 0) {
+    char error[256];
+    snprintf(error, sizeof error, "%s", problem ? problem : "clone: ");
+    if (!problem) strncat(error, strerror(clone_errno), sizeof error - strlen(error) - 1);
+    close_if_open(&err_pipe[0]);
+    close_if_open(&status_pipe[0]);
+    close_if_open(&go_pipe[0]);
+    reply(control, next.seq, EXIT_SETUP_FAILED, error);
+    return;
+  }
+  *slot = (struct active){init, next.seq, status_pipe[0], err_pipe[0], (int)syscall(SYS_pidfd_open, init, 0),
+                          go_pipe[0]};
+}
+
+/* The running job's init reported `code` (-1: it exited without a word): answer the job and free its slot. */
+static void finish_running(int control, int code) {
+  int reaped = 0, status;
+  if (code < 0) {  /* I is gone without a word: its own exit decides */
+    waitpid(running.init, &status, 0);
+    code = exit_code(status);
+    reaped = 1;
+  }
+  char error[2048] = "";
+  if (code == EXIT_SETUP_FAILED) {
+    ssize_t n = read_all(running.err_r, error, sizeof error - 1);
+    error[n > 0 ? n : 0] = 0;
+  }
+  if (!reaped) {  /* its namespace is empty; its teardown may take a while yet: reaped later */
+    if (nzombies == (int)(sizeof zombies / sizeof zombies[0])) {
+      waitpid(zombies[0], NULL, 0);
+      memmove(&zombies[0], &zombies[1], (size_t)(--nzombies) * sizeof zombies[0]);
+    }
+    zombies[nzombies++] = running.init;
+  }
+  close_if_open(&running.status_r);
+  close_if_open(&running.err_r);
+  close_if_open(&running.pidfd);
+  close_if_open(&running.go_r);
+  unsigned long long seq = running.seq;
+  running.init = 0;
+  reply(control, seq, code, error);
+}
+
+static void reap_zombies(void) {
+  for (int z = 0; z < nzombies;)
+    if (waitpid(zombies[z], NULL, WNOHANG) != 0)
+      memmove(&zombies[z], &zombies[z + 1], (size_t)(--nzombies - z) * sizeof zombies[0]);
+    else
+      z++;
+}
+
+/* The server went away: end every started job. */
+static void end_all(void) {
+  struct active *started[2] = {&running, &armed};
+  for (int a = 0; a < 2; a++)
+    if (started[a]->init > 0) {
+      kill(started[a]->init, SIGKILL);
+      waitpid(started[a]->init, NULL, 0);
+    }
 }
 
 int main(int argc, char **argv) {
@@ -247,66 +448,49 @@ int main(int argc, char **argv) {
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
   signal(SIGPIPE, SIG_IGN);  /* a gone server shows as a failed send, not a silent death */
   if (send(control, "ready", 5, 0) < 0) return 1;
+  running.init = armed.init = 0;
   for (;;) {
-    char cbuf[CMSG_SPACE(3 * sizeof(int))];
-    struct iovec io = {message, sizeof message - 1};
-    struct msghdr msg;
-    memset(&msg, 0, sizeof msg);
-    msg.msg_iov = &io;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cbuf;
-    msg.msg_controllen = sizeof cbuf;
-    ssize_t size = recvmsg(control, &msg, MSG_CMSG_CLOEXEC);
-    while (waitpid(-1, NULL, WNOHANG) > 0) {
+    reap_zombies();
+    if (!running.init && armed.init) {  /* its program starts (or started) as the previous one ended */
+      running = armed;
+      armed.init = 0;
     }
-    if (size < 0 && errno == EINTR) continue;
-    if (size <= 0) return 0;
-    int fds[3] = {-1, -1, -1}, nfds = 0;
-    for (struct cmsghdr *h = CMSG_FIRSTHDR(&msg); h; h = CMSG_NXTHDR(&msg, h))
-      if (h->cmsg_level == SOL_SOCKET && h->cmsg_type == SCM_RIGHTS) {
-        nfds = (int)((h->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-        memcpy(fds, CMSG_DATA(h), (nfds < 3 ? nfds : 3) * sizeof(int));
-      }
-    if (size == 4 && !memcmp(message, "kill", 4) && nfds == 0) continue;  /* arrived after its job ended */
-    if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) nfds = -1;               /* rejected as malformed below */
-    message[size] = 0;
-    struct job job;
-    char reply[2100];
-    int err_pipe[2], status_pipe[2];
-    if (nfds != 3 || parse(size, &job) || pipe2(err_pipe, O_CLOEXEC) || pipe2(status_pipe, O_CLOEXEC)) {
-      for (int k = 0; k < 3; k++)
-        if (fds[k] >= 0) close(fds[k]);
-      int n = snprintf(reply, sizeof reply, "%d%cmalformed job or no pipes", EXIT_SETUP_FAILED, 0);
-      send(control, reply, n, 0);
+    if (!running.init && queued) {
+      start_next(control, last_cap, &running, NULL);
       continue;
     }
-    pid_t init = (pid_t)syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, 0, 0, 0, 0);
-    if (init == 0) {
-      close(control);
-      close(err_pipe[0]);
-      close(status_pipe[0]);
-      namespace_init(&job, fds, err_pipe[1], status_pipe[1], last_cap);
+    if (running.init && !armed.init && queued) {
+      start_next(control, last_cap, &armed, &running);
+      continue;
     }
-    int clone_errno = errno;
-    for (int k = 0; k < 3; k++) close(fds[k]);
-    close(err_pipe[1]);
-    close(status_pipe[1]);
-    int code;
-    char error[2048] = "";
-    if (init < 0) {
-      code = EXIT_SETUP_FAILED;
-      snprintf(error, sizeof error, "clone: %s", strerror(clone_errno));
-    } else {
-      code = wait_for_job(control, init, status_pipe[0]);
-      if (code == EXIT_SETUP_FAILED) {
-        ssize_t n = read_all(err_pipe[0], error, sizeof error - 1);
-        error[n > 0 ? n : 0] = 0;
+    struct pollfd watched[3] = {{control, POLLIN, 0}, {-1, POLLIN, 0}, {-1, POLLIN, 0}};
+    if (running.init) {
+      watched[1].fd = running.status_r;
+      watched[2].fd = running.pidfd;
+    }
+    if (poll(watched, 3, -1) < 0) {
+      if (errno == EINTR) continue;
+      end_all();
+      return 1;
+    }
+    if (watched[0].revents && receive(control) < 0) {
+      end_all();
+      return 0;
+    }
+    if (running.init && watched[1].revents) {
+      char text[16];
+      ssize_t n;
+      while ((n = read(running.status_r, text, sizeof text - 1)) < 0 && errno == EINTR) {
       }
+      if (n > 0) {
+        text[n] = 0;
+        finish_running(control, atoi(text));
+      } else {  /* I is gone without a word: its exit decides (directly without pidfds, Linux < 5.3) */
+        close_if_open(&running.status_r);
+        if (running.pidfd < 0) finish_running(control, -1);
+      }
+    } else if (running.init && watched[2].revents) {
+      finish_running(control, -1);
     }
-    close(err_pipe[0]);
-    close(status_pipe[0]);
-    if (code == -2) return 0;
-    int n = snprintf(reply, sizeof reply, "%d%c%s", code, 0, error);
-    if (send(control, reply, (size_t)n < sizeof reply ? (size_t)n : sizeof reply - 1, 0) < 0) return 0;
   }
 }

@@ -11,15 +11,21 @@ size-limited ``/tmp`` and ``/dev/shm``, a new ``/proc``, rlimits, no capabilitie
 Protocol on the SOCK_SEQPACKET socket whose fd number is the first argument (one message per packet):
 
 - zygote -> server, once: ``ready`` (the sandbox is built; the server hands it no job before this);
-- server -> zygote: a job, NUL-separated fields (``isolation.encode_job``): ``job``, cwd, tmp and shm bytes,
-  the five rlimits (cpu, as, fsize, nproc, core), then three counted lists (read-only paths, environment
-  ``K=V``, argv), with three fds attached (the program's stdin, stdout, stderr);
-- server -> zygote: ``kill`` (wall clock or output limit): SIGKILL to the job's namespace init;
-- zygote -> server: ``<exit code>\0<setup error or nothing>`` once no process of the job is left. The code
+- server -> zygote: a job, NUL-separated fields (``isolation.encode_job``): ``job``, the job folder's bind (source,
+  target, then an empty folder bound over the folder holding every job folder), cwd, tmp and shm bytes, the
+  five rlimits (cpu, as, fsize, nproc, core), then three counted lists (read-only paths, environment ``K=V``,
+  argv), with three fds attached (the program's stdin, stdout, stderr). Jobs are numbered 1, 2, ... in arrival
+  order and run one at a time in that order; a few may wait while one runs (the server hands over the next job
+  before the current one ends, so the sandbox never idles waiting for the server between two programs);
+- server -> zygote: ``kill\0<n>`` (wall clock, output limit, cancellation): SIGKILL to job n's namespace init if
+  it runs; dropped (and answered as killed) if it still waits;
+- zygote -> server: ``<n>\0<exit code>\0<setup error or nothing>`` once no process of job n is left. The code
   follows bwrap's convention (128 + N for a death by signal N).
 
 ``zygote.c`` is the same launcher in C (the server compiles and prefers it: no Python process to fork per job);
-this file is the fallback where no C compiler exists, and the reference for what the C one does.
+this file is the fallback where no C compiler exists, and the reference for what the C one does. (The C one also
+builds the next job's namespaces while the current job runs, and starts its program the moment the current job's
+namespace is empty: see its header.)
 
 Process tree of one job:
 
@@ -46,6 +52,7 @@ import signal
 import socket
 import sys
 
+QUEUE_MAX = 4
 CLONE_NEWNS = 0x00020000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
@@ -147,11 +154,11 @@ def _raw_libc():
 def decode_job(message):
     """The job dict from its NUL-separated message (see the module docstring); ValueError if malformed."""
     parts = [part.decode() for part in message.split(b"\0")]
-    if len(parts) < 9 or parts[0] != "job" or not all(part.isdigit() for part in parts[2:9]):
+    if len(parts) < 13 or parts[0] != "job" or not all(part.isdigit() for part in parts[6:13]):
         raise ValueError("malformed job")
-    job = {"cwd": parts[1], "tmp_bytes": int(parts[2]), "shm_bytes": int(parts[3]),
-           "rlimits": dict(zip(RLIMIT_ORDER, map(int, parts[4:9])))}
-    rest = parts[9:]
+    job = {"bind": parts[1:5], "cwd": parts[5], "tmp_bytes": int(parts[6]), "shm_bytes": int(parts[7]),
+           "rlimits": dict(zip(RLIMIT_ORDER, map(int, parts[8:13])))}
+    rest = parts[13:]
     for key in ("readonly", "env", "argv"):
         count = int(rest[0])
         job[key], rest = rest[1:1 + count], rest[1 + count:]
@@ -192,6 +199,10 @@ def namespace_init(job, fds, err_w, status_w):
     try:
         check(libc().unshare(CLONE_NEWNS | CLONE_NEWIPC), "unshare")
         mount(None, "/", None, MS_REC | MS_PRIVATE)
+        source, target, empty, hide = job["bind"]
+        if source:  # the job's own folder; an empty one covers the folder holding every job folder (zygote.c)
+            mount(source, target, None, MS_BIND | MS_REC)
+            mount(empty, hide, None, MS_BIND)
         mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={job['tmp_bytes']},mode=0700")
         mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, f"size={job['shm_bytes']},mode=1777")
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
@@ -225,59 +236,119 @@ def namespace_init(job, fds, err_w, status_w):
     os._exit(0)
 
 
+class Jobs:
+    """The jobs received and not yet run, in order, and the one running (its number and namespace init)."""
+
+    def __init__(self, control):
+        self.control = control
+        self.waiting = []  # (number, message, fds)
+        self.received = 0
+        self.running = None  # (number, init pid)
+
+    def receive(self):
+        """Take one message from the server: queue a job (or refuse it at once), apply a kill. False: the server
+        went away."""
+        message, fds, flags, _ = socket.recv_fds(self.control, 1 << 20, 3)
+        if not message:
+            return False
+        if message.startswith(b"kill\0") and not fds:
+            self.cancel(int(message[5:]) if message[5:].isdigit() else 0)
+            return True
+        self.received += 1
+        if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(fds) != 3 or len(self.waiting) >= QUEUE_MAX:
+            for fd in fds:
+                os.close(fd)
+            self.reply(self.received, EXIT_SETUP_FAILED, "malformed job" if len(self.waiting) < QUEUE_MAX
+                       else "too many jobs queued")
+            return True
+        self.waiting.append((self.received, message, fds))
+        return True
+
+    def cancel(self, number):
+        """SIGKILL to job ``number``'s init if it runs (its namespace ends with it), or drop it if it waits."""
+        if self.running is not None and self.running[0] == number:
+            try:
+                os.kill(self.running[1], signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            return
+        for entry in self.waiting:
+            if entry[0] == number:
+                self.waiting.remove(entry)
+                for fd in entry[2]:
+                    os.close(fd)
+                self.reply(number, 128 + signal.SIGKILL, "")
+                return
+
+    def reply(self, number, code, error):
+        try:
+            self.control.send(b"%d\0%d\0%s" % (number, code, error.encode()[:2000]))
+        except OSError:
+            pass  # a gone server shows as the end of the control socket
+
+
 def serve(control):
-    """The zygote's loop: one job at a time, until the server closes the socket."""
+    """The zygote's loop: jobs one at a time in arrival order, until the server closes the socket."""
     lib = libc()
     lib.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     cap_last()
     gc.disable()  # forked children must not walk (and so copy) the whole heap
     gc.freeze()
     control.send(b"ready")
+    jobs = Jobs(control)
     while True:
-        message, fds, _, _ = socket.recv_fds(control, 1 << 20, 3)
+        while not jobs.waiting:
+            if not jobs.receive():
+                return
         reap_finished()
-        if not message:
+        if not run_next(jobs):
             return
-        if message == b"kill":  # arrived after its job ended
-            continue
-        try:
-            job = decode_job(message)
-        except (ValueError, IndexError, UnicodeDecodeError) as exc:
-            for fd in fds:
-                os.close(fd)
-            control.send(b"%d\0%s" % (EXIT_SETUP_FAILED, str(exc).encode()))
-            continue
-        err_r, err_w = os.pipe()
-        status_r, status_w = os.pipe()
-        try:
-            init = fork_into_new_pid_namespace()
-        except OSError as exc:
-            for fd in (*fds, err_r, err_w, status_r, status_w):
-                os.close(fd)
-            control.send(b"%d\0%s" % (EXIT_SETUP_FAILED, str(exc).encode()))
-            continue
-        if init == 0:
-            control.close()
-            os.close(err_r)
-            os.close(status_r)
-            namespace_init(job, fds, err_w, status_w)
-        for fd in (*fds, err_w, status_w):
+
+
+def run_next(jobs):
+    """Run the first waiting job to its end and reply; False if the server went away."""
+    number, message, fds = jobs.waiting.pop(0)
+    try:
+        job = decode_job(message)
+    except (ValueError, IndexError, UnicodeDecodeError) as exc:
+        for fd in fds:
             os.close(fd)
-        code, closed = wait_for_job(control, init, status_r)
-        setup_error = read_all(err_r) if code == EXIT_SETUP_FAILED else ""
+        jobs.reply(number, EXIT_SETUP_FAILED, str(exc))
+        return True
+    err_r, err_w = os.pipe()
+    status_r, status_w = os.pipe()
+    try:
+        init = fork_into_new_pid_namespace()
+    except OSError as exc:
+        for fd in (*fds, err_r, err_w, status_r, status_w):
+            os.close(fd)
+        jobs.reply(number, EXIT_SETUP_FAILED, str(exc))
+        return True
+    if init == 0:
+        jobs.control.close()
         os.close(err_r)
         os.close(status_r)
-        if closed:
-            return
-        control.send(b"%d\0%s" % (code, setup_error.encode()[:2000]))
+        namespace_init(job, fds, err_w, status_w)  # closes the waiting jobs' fds too
+    for fd in (*fds, err_w, status_w):
+        os.close(fd)
+    jobs.running = (number, init)
+    code, closed = wait_for_job(jobs, init, status_r)
+    jobs.running = None
+    setup_error = read_all(err_r) if code == EXIT_SETUP_FAILED else ""
+    os.close(err_r)
+    os.close(status_r)
+    if closed:
+        return False
+    jobs.reply(number, code, setup_error)
+    return True
 
 
-def wait_for_job(control, init, status_r):
+def wait_for_job(jobs, init, status_r):
     """(P's exit code, whether the server went away). The code comes from I's status pipe as soon as the
-    namespace is empty; if I never reports (killed, or setup failed), from I's own exit. On ``kill``: SIGKILL to
-    I, whose death ends every process of its pid namespace, then wait for it."""
+    namespace is empty; if I never reports (killed, or setup failed), from I's own exit. Meanwhile further jobs
+    are queued and kills applied (a kill of this job: SIGKILL to I, whose death ends its whole pid namespace)."""
     pidfd = os.pidfd_open(init)
-    watched = [status_r, pidfd, control]
+    watched = [status_r, pidfd, jobs.control]
     try:
         while True:
             ready, _, _ = select.select(watched, [], [])
@@ -285,18 +356,16 @@ def wait_for_job(control, init, status_r):
                 text = read_all(status_r)
                 if text:
                     return int(text), False
-                watched.remove(status_r)  # I is gone without a word: R's exit decides
+                watched.remove(status_r)  # I is gone without a word: its exit decides
                 continue
             if pidfd in ready:
                 _, status = os.waitpid(init, 0)
                 return exit_code(status), False
-            message = control.recv(64)
-            if message == b"kill" or not message:
+            if not jobs.receive():
                 try:
                     os.kill(init, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            if not message:
                 os.waitpid(init, 0)
                 return None, True
     finally:

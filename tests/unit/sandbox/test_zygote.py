@@ -58,10 +58,11 @@ def test_rlimits_match_the_prlimit_arguments() -> None:
 
 def test_job_messages_round_trip_and_malformed_ones_are_refused() -> None:
     rlimits = {"cpu": 3, "as": 256 << 20, "fsize": 1 << 20, "nproc": 64, "core": 0}
+    bind = ("/.jobs/1", "/sandbox", "/.empty", "/.jobs")
     message = encode_job(["/usr/bin/python3", "-I", "/sandbox/main.py"], {"PATH": "/usr/bin", "X": "a=b"}, "/tmp",
-                         rlimits, 64 << 20, 16 << 20, ["/sandbox/build"])
+                         rlimits, 64 << 20, 16 << 20, ["/sandbox/build"], bind)
     job = zygote.decode_job(message)
-    assert job == {"cwd": "/tmp", "tmp_bytes": 64 << 20, "shm_bytes": 16 << 20, "rlimits": rlimits,
+    assert job == {"bind": list(bind), "cwd": "/tmp", "tmp_bytes": 64 << 20, "shm_bytes": 16 << 20, "rlimits": rlimits,
                    "readonly": ["/sandbox/build"], "env": {"PATH": "/usr/bin", "X": "a=b"},
                    "argv": ["/usr/bin/python3", "-I", "/sandbox/main.py"]}
     with pytest.raises(ValueError):
@@ -69,7 +70,7 @@ def test_job_messages_round_trip_and_malformed_ones_are_refused() -> None:
     with pytest.raises(ValueError):
         zygote.decode_job(message.replace(b"\0" + str(64 << 20).encode() + b"\0", b"\0-1\0", 1))
     with pytest.raises(ValueError):
-        zygote.decode_job(b"job\0/tmp\0" + b"1\0" * 7 + b"0\0" + b"0\0" + b"0")  # no argv
+        zygote.decode_job(b"job\0\0\0\0\0/tmp\0" + b"1\0" * 7 + b"0\0" + b"0\0" + b"0")  # no argv
 
 
 def test_the_c_zygote_compiles_warning_free_and_is_cached(tmp_path) -> None:

@@ -285,15 +285,19 @@ def bench_ours(steps: int, warmup: int, report: dict[str, Any] | None = None,
                 _record_parts(parts, ctx.timings, learn_start - start, end - learn_start, end - start)
     if report is not None:
         report["method"] = {
-            "generation": f"HFEngine: one prefill per prompt ({PROMPTS} rows), KV cache repeated for its "
-                          f"{GENERATIONS} samples, then lean decode steps (rollout/fast_decode.py); "
-                          f"temperature={cfg.rollout.temperature}, top_p={cfg.rollout.top_p}, inverse-CDF sampling",
+            "generation": f"HFEngine: one lean prefill per prompt ({PROMPTS} rows, rollout/fast_decode.py) "
+                          f"writing its keys/values into the preallocated cache rows of its {GENERATIONS} "
+                          f"samples, then lean decode steps (same file) over that cache; "
+                          f"temperature={cfg.rollout.temperature}, top_p={cfg.rollout.top_p}, inverse-CDF sampling "
+                          f"(one uniform per row), log-prob = log_softmax of the sampled token",
             "old log-probs": "taken from the rollout (log_softmax of each sampled token, stored in the shard); "
                              "equal to the learner's teacher-forced log-probs to < 1e-5 (tested)",
             "learner": "one forward + backward: each prompt once (the prefill-like pass) and each sample's "
-                       "response attending to its prompt's keys/values (the two learner passes counted above); "
-                       "head and log-softmax on the response tokens only; same gradient as the plain forward "
-                       "to float rounding (tested)"}
+                       "response attending to its prompt's keys/values (the two learner passes counted above); in the "
+                       "last layer the prompt pass makes keys/values at every prompt token but the query, attention "
+                       "output and MLP at its last token only (nothing else of it reaches the loss); head and "
+                       "log-softmax on the response tokens only; same gradient as the plain forward to float "
+                       "rounding (tested)"}
     return times[warmup:]
 
 

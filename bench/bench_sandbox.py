@@ -22,6 +22,11 @@ scheduler autogroups on (``/proc/sys/kernel/sched_autogroup_enabled``) a session
 machine loaded by others, W sandbox sessions got W shares of the CPU while all W plain programs shared the bench's
 one. Each plain program therefore runs in a session of its own too, so both sides get the same share.
 
+Files: both sides start from the program's text. The sandbox writes it into the worker's job folder and
+deletes it after the run, within its timing; plain does the same, in a folder on the same filesystem as the
+sandbox's job folders (``isolation.job_files_root``). (Plain used to write all its files before its clock
+started, on the disk filesystem of /tmp, while the sandbox paid for its writes.)
+
 The sides alternate within one run (round r runs a slice of the programs on one side and then the same slice
 on the other, the order flipping every round), so load drift from other processes hits both alike; the
 headline is total sandbox throughput over total plain throughput, and the per-round ratios show the spread.
@@ -46,7 +51,7 @@ from mathfirst_hpc.sandbox import ExecJob, SandboxClient, start_local_server
 from mathfirst_hpc.sandbox.config import SandboxConfig
 from mathfirst_hpc.sandbox.container import start_container_server
 from mathfirst_hpc.sandbox.harness import outputs_match
-from mathfirst_hpc.sandbox.isolation import SANDBOX_ENV
+from mathfirst_hpc.sandbox.isolation import SANDBOX_ENV, job_files_root
 
 
 def programs(n: int) -> list[tuple[str, str]]:
@@ -59,17 +64,16 @@ def plain_argv(path: Path) -> list[str]:
 
 
 def plain(progs: list[tuple[str, str]], threads: int, folder: Path) -> float:
-    """Seconds to run ``progs`` as plain subprocesses from ``threads`` threads; checks every output."""
-    paths = []
-    for i, (code, _) in enumerate(progs):
-        path = folder / f"p{i}.py"
-        path.write_text(code)
-        paths.append(path)
+    """Seconds to run ``progs`` as plain subprocesses from ``threads`` threads; checks every output. Like the
+    sandbox, each program is written to a file just before it runs and deleted after (module docstring)."""
 
     def run(index: int) -> bool:
+        path = folder / f"p{index}.py"
+        path.write_text(progs[index][0])
         # own session: the scheduling group the sandbox's programs get from bwrap --new-session (module docstring)
-        proc = subprocess.run(plain_argv(paths[index]), capture_output=True, env=dict(SANDBOX_ENV), timeout=60,
+        proc = subprocess.run(plain_argv(path), capture_output=True, env=dict(SANDBOX_ENV), timeout=60,
                               check=False, start_new_session=True)
+        path.unlink()
         return proc.returncode == 0 and outputs_match(proc.stdout.decode(), progs[index][1])
 
     started = time.perf_counter()
@@ -129,8 +133,8 @@ def describe(workers: int, isolation: str) -> str:
                   "sandbox: own user/net/uts namespaces, read-only root, no capabilities, unprivileged uid)"
                   if isolation == "bwrap" else "(rlimits, process group, separate uid only)")
                + f", rlimits, exec `{python} -I /sandbox/main.py`, clean env, capped capture, output check")
-    plain_side = (f"plain:   {workers} threads x subprocess.run([{python}, -I, file], env=sandbox env, "
-                  "capture_output=True, start_new_session=True), output check; no isolation, no HTTP")
+    plain_side = (f"plain:   {workers} threads x (write file, subprocess.run([{python}, -I, file], env=sandbox env, "
+                  "capture_output=True, start_new_session=True), delete file), output check; no isolation, no HTTP")
     return f"{sandbox}\n{plain_side}"
 
 
@@ -154,7 +158,7 @@ def main() -> None:
         server = start_container_server(args.workers)
     else:
         server = start_local_server(args.workers, args.isolation, shutdown_linger_s=0.2)
-    with server as (url, _stop), tempfile.TemporaryDirectory() as folder:
+    with server as (url, _stop), tempfile.TemporaryDirectory(dir=job_files_root()) as folder:
         client = SandboxClient(url, timeout_s=120)
         client.run_batch_sync([ExecJob(code="pass")] * 10)  # warm-up: connection, zygotes, page cache
         plain(progs[:10], args.workers, Path(folder))

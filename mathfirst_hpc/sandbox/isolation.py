@@ -79,6 +79,9 @@ ETC_ENTRIES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "loc
 # Merged-/usr systems: these are symlinks into /usr; older layouts get them bound instead.
 ROOT_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 SANDBOX_ROOT = "/sandbox"
+SHM_JOB_FILES = "/dev/shm"
+SHM_JOB_FILES_MIN_FREE = 1 << 30
+"""job_files_root uses SHM_JOB_FILES only with this much free (a container's default 64 MiB is too small)."""
 JOBS_IN_SANDBOX = "/.jobs"
 """Where a worker's job folders (one per lane) are bound in its sandbox; each execution binds its own at
 SANDBOX_ROOT and covers this folder with EMPTY_IN_SANDBOX, so a program never sees the folder of another job."""
@@ -201,7 +204,7 @@ def _lock_dir() -> Path:
 def acquire_slots(cfg: SandboxConfig, count: int) -> list[Slot]:
     """Reserve ``count`` worker identities. As root: free ``mfsbx*`` users, each held by an flock; otherwise the
     current user for all (its processes are still counted per sandbox by the kernel's namespaced NPROC)."""
-    base = Path(tempfile.mkdtemp(prefix="mfsbx-"))
+    base = Path(tempfile.mkdtemp(prefix="mfsbx-", dir=job_files_root()))
     os.chmod(base, 0o711)  # workers may traverse to their own folder, not list the others
     slots: list[Slot] = []
     try:
@@ -232,6 +235,18 @@ def acquire_slots(cfg: SandboxConfig, count: int) -> list[Slot]:
         release_slots(slots)
         shutil.rmtree(base, ignore_errors=True)
         raise
+
+
+def job_files_root() -> str | None:
+    """Where the workers' job folders go: ``/dev/shm`` when it is a RAM filesystem with room for C++ builds (every
+    job creates, writes and deletes its files there: on a disk filesystem with a journal that cost ~0.1 ms of the
+    server's CPU per job), else the default temporary folder (None)."""
+    try:
+        info = os.statvfs(SHM_JOB_FILES)
+    except OSError:
+        return None
+    roomy = info.f_bavail * info.f_frsize >= SHM_JOB_FILES_MIN_FREE
+    return SHM_JOB_FILES if roomy and os.access(SHM_JOB_FILES, os.W_OK | os.X_OK) else None
 
 
 def _make_slot(base: Path, index: int, uid: int | None, gid: int | None, fd: int | None, user: str) -> Slot:

@@ -39,6 +39,10 @@ printed with the figures: on a shared machine every part grows with it.
 Accounting fixed on 2026-11-29 (before: 8.99 s): the driver's ``reward_s`` in phases mode only reads the scored
 shards back, so it is now shard I/O, and the rollout tasks' scoring (``tasks/max_reward_s``) is the rewards;
 ``wall`` was ``collect_wall_s + learner_wall_s``, which missed the kept.h5 and driver.json writes between them.
+
+Prelaunch (2026-11-30, 4 iterations, 2 CPUs shared): phases overhead 16.73 s/iteration without it (load average
+4.8-7.2; 10.16 s when the machine was quiet), 3.87 s with it (load 9.0-8.5); wall 22.56 -> 11.52 s. What is left
+is mostly the imports' CPU time competing with the work: generation and learning run slower beside them.
 """
 
 from __future__ import annotations

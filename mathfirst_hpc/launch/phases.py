@@ -229,7 +229,7 @@ class SlurmLearner:
 
 
 class Prelaunch:
-    """The jobs a driver submits one phase early (``slurm.prelaunch``, see the module's docstring), by key.
+    """The jobs a driver submits two phases early (``slurm.prelaunch``, see the module's docstring), by key.
 
     Why it is a switch: a prelaunched job holds its allocation (GPUs, on a real cluster) while it waits, for up
     to two phases (``slurm.prelaunch_max_wait_s`` at most), and a stage holds up to two learners' and two arrays'

@@ -1,7 +1,8 @@
 """Prelaunch (``slurm.prelaunch``, ``launch/phases.py``) on the real local Slurm cluster: a stage 2 of two
 iterations whose driver is killed (SIGKILL) once it has submitted iteration 1's learner (with iteration 0's learner
-running or waiting, iteration 1's rollout array waiting for its plan), then resumed, ends as the same stage without prelaunch does (weights bit for bit, steps, data cursor), and
-no job ran twice: the resumed driver re-attached to the prelaunched jobs still alive."""
+running or waiting, iteration 1's rollout array waiting for its plan), then resumed, ends as the same stage
+without prelaunch does (weights bit for bit, steps, data cursor), and no job ran twice: the resumed driver
+re-attached to the prelaunched jobs still alive."""
 
 from __future__ import annotations
 

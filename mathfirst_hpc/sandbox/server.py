@@ -12,7 +12,8 @@ HTTP API (JSON bodies; ``ExecJob``/``ExecResult`` as in ``types.py``):
   "unknown": [...]}``. Long-polls until at least one of the ids is finished (or ``wait_s``). A returned result
   is forgotten; results never fetched are dropped after ``result_ttl_s``. ``unknown`` ids (expired, or from
   before a restart) must be resubmitted.
-- ``GET /health``       liveness and queue depth; answered at once whatever the queue holds.
+- ``GET /health``       liveness and queue depth; answered at once whatever the queue holds. ``running`` counts the
+  jobs workers hold: with bwrap up to two per worker (one executes, the next waits ready in its sandbox).
 - ``GET /metrics``      queue depth, running, completed, executions/s over the last minute, outcomes by status.
 
 Shutdown (SIGTERM/SIGINT): new submissions get 503; queued jobs are failed as ``sandbox_error`` ("not run");

@@ -7,7 +7,8 @@ computes what ``model.forward`` computes, from the model's own weights and modul
 - a preallocated KV cache written in place: the prefill writes each prompt's keys/values straight into the slots
   of its ``n`` samples, each decode step writes one slot (no cache object, no concatenation);
 - q, k and v from one matmul, MLP gate and up from one (weights concatenated once per generate call, so they are
-  the current weights); the attention scale folded into the query weights (q-norm weight for Qwen3);
+  the current weights), every projection and the head as x @ W^T with W^T stored contiguous; the attention scale
+  folded into the query weights (q-norm weight for Qwen3); keys cached transposed, [d, slots];
 - RMSNorm as one ``F.rms_norm`` call when the model runs in float32 (the same formula as HF's module);
 - RoPE as ``x * cos + roll(x) * signed sin`` (HF's ``rotate_half`` is a roll with the first half negated; the sign
   is folded into sin once), cos/sin of every decode position computed once;
@@ -20,6 +21,8 @@ Sums are grouped differently from ``model.forward`` (fused matmuls, folded scale
 results agree to float rounding, not bit for bit. The engine's tests compare sampled-token log-probs with a
 teacher-forced ``model.forward`` and with the learner's log-probs (< 1e-5), and the samples with ``model.forward``
 decoding.
+
+``SplitDecoder`` runs two half batches of it on two threads (CPU, >= 2 intra-op threads).
 
 Other architectures (or sliding-window attention) keep using ``model.forward``: ``LlamaFamilyDecoder.supports``.
 """

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from mathfirst_hpc.config import ModelConfig
-from mathfirst_hpc.learner.base import TokenBatch
 from mathfirst_hpc.learner.torch_backend import token_logprobs
 from mathfirst_hpc.models import build_model, eos_ids, prompt_ids, train_tokenizer
 from mathfirst_hpc.rollout.base import SamplingParams

@@ -7,17 +7,17 @@ computes what ``model.forward`` computes, from the model's own weights and modul
 - a preallocated KV cache written in place: the prefill writes each prompt's keys/values straight into the slots
   of its ``n`` samples, each decode step writes one slot (no cache object, no concatenation);
 - q, k and v from one matmul, MLP gate and up from one (weights concatenated once per generate call, so they are
-  the current weights), every projection and the head as x @ W^T with W^T stored contiguous; the attention scale
-  folded into the query weights (q-norm weight for Qwen3); keys cached transposed, [d, slots];
+  the current weights), every projection and the head as x @ W^T with W^T stored contiguous; keys cached
+  transposed, [d, slots];
 - RMSNorm as one ``F.rms_norm`` call when the model runs in float32 (the same formula as HF's module);
 - RoPE as ``x * cos + roll(x) * signed sin`` (HF's ``rotate_half`` is a roll with the first half negated; the sign
   is folded into sin once), cos/sin of every decode position computed once;
-- a decode step's attention as one ``baddbmm`` (scores + the additive padding mask) and one ``bmm``, and the
+- a decode step's attention as one ``baddbmm`` (scaled scores + the additive padding mask) and one ``bmm``, and the
   residual adds folded into the output projections (``addmm``);
 - in the prefill's last layer, the query, attention output and MLP of the last prompt position only: no other
   prompt position's output is read (its keys and values are).
 
-Sums are grouped differently from ``model.forward`` (fused matmuls, folded scale, one attention formula), so
+Sums are grouped differently from ``model.forward`` (fused matmuls, one attention formula), so
 results agree to float rounding, not bit for bit. The engine's tests compare sampled-token log-probs with a
 teacher-forced ``model.forward`` and with the learner's log-probs (< 1e-5), and the samples with ``model.forward``
 decoding.
@@ -40,20 +40,16 @@ _SILU = frozenset({"SiLU", "SiLUActivation"})
 """Activation modules whose forward is exactly ``F.silu``."""
 
 
-def _stacked_t(*layers: Any, scale_first: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _stacked_t(*layers: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The layers' weights stacked into one projection, transposed to a contiguous [in, out] (x @ W^T with W^T
     contiguous is ~30% faster on the CPU than ``F.linear``'s transposed read for decode-sized x), and their
-    biases; the first layer's outputs times ``scale_first``."""
-    weights = [layer.weight for layer in layers]
-    weights[0] = weights[0] * scale_first
-    weight_t = torch.cat(weights, dim=0).t().contiguous()
+    biases."""
+    weight_t = torch.cat([layer.weight for layer in layers], dim=0).t().contiguous()
     biases = [layer.bias for layer in layers]
     if all(b is None for b in biases):
         return weight_t, None
-    bias = torch.cat([b if b is not None else weight_t.new_zeros(layer.weight.shape[0])
-                      for b, layer in zip(biases, layers)])
-    bias[:layers[0].weight.shape[0]] *= scale_first
-    return weight_t, bias
+    return weight_t, torch.cat([b if b is not None else weight_t.new_zeros(layer.weight.shape[0])
+                                for b, layer in zip(biases, layers)])
 
 
 def _linear(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -85,19 +81,17 @@ class _Layer:
 
     def __init__(self, layer: Any, fused_norm: bool) -> None:
         attn, mlp = layer.self_attn, layer.mlp
-        self.head_dim = attn.head_dim
+        self.head_dim, self.scaling = attn.head_dim, attn.scaling
         self.q_heads = attn.q_proj.weight.shape[0] // self.head_dim
         self.kv_heads = attn.k_proj.weight.shape[0] // self.head_dim
         self.qk_norm_weight = None
-        if hasattr(attn, "q_norm"):  # Qwen3: per-head RMSNorm of q and k (one call for both), then the scale
+        if hasattr(attn, "q_norm"):  # Qwen3: per-head RMSNorm of q and k, one call for both
             self.qk_eps = attn.q_norm.variance_epsilon
-            self.qk_norm_weight = torch.cat([attn.q_norm.weight.expand(self.q_heads, -1) * attn.scaling,
+            self.qk_norm_weight = torch.cat([attn.q_norm.weight.expand(self.q_heads, -1),
                                              attn.k_norm.weight.expand(self.kv_heads, -1)])[:, None]
             self.qk_norm_fused = fused_norm
-            self.q_norm, self.k_norm, self.scaling = attn.q_norm, attn.k_norm, attn.scaling
-            self.qkv_wt, self.qkv_b = _stacked_t(attn.q_proj, attn.k_proj, attn.v_proj)
-        else:  # q is linear in the weights: scale them
-            self.qkv_wt, self.qkv_b = _stacked_t(attn.q_proj, attn.k_proj, attn.v_proj, scale_first=attn.scaling)
+            self.q_norm, self.k_norm = attn.q_norm, attn.k_norm
+        self.qkv_wt, self.qkv_b = _stacked_t(attn.q_proj, attn.k_proj, attn.v_proj)
         self.o_wt, self.o_b = _stacked_t(attn.o_proj)
         self.gate_up_wt, self.gate_up_b = _stacked_t(mlp.gate_proj, mlp.up_proj)
         self.intermediate = mlp.gate_proj.weight.shape[0]
@@ -108,7 +102,7 @@ class _Layer:
 
     def qk_v(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Normed (Qwen3) q and k stacked on the head axis, and v: [rows, heads, length, d] from x [rows, length,
-        hidden]. q is already scaled."""
+        hidden]."""
         rows, length, _ = x.shape
         qkv = _linear(x, self.qkv_wt, self.qkv_b).view(rows, length, -1, self.head_dim).transpose(1, 2)
         qk, v = qkv[:, :self.q_heads + self.kv_heads], qkv[:, self.q_heads + self.kv_heads:]
@@ -116,8 +110,7 @@ class _Layer:
             return qk, v
         if self.qk_norm_fused:
             return F.rms_norm(qk, (self.head_dim,), None, self.qk_eps) * self.qk_norm_weight, v
-        q = self.q_norm(qk[:, :self.q_heads]) * self.scaling
-        return torch.cat([q, self.k_norm(qk[:, self.q_heads:])], dim=1), v
+        return torch.cat([self.q_norm(qk[:, :self.q_heads]), self.k_norm(qk[:, self.q_heads:])], dim=1), v
 
     def mlp(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden + MLP(post-attention norm(hidden)), hidden [rows, hidden] or [rows, length, hidden]."""
@@ -200,7 +193,7 @@ class LlamaFamilyDecoder:
             self._write_prompt(i, k, v)
             if i == last:  # only the last position's output is read (its logits)
                 q, hidden, mask = q[:, :, -1:], hidden[:, -1:], real[:, None, None]
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=1.0, enable_gqa=True)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=layer.scaling, enable_gqa=True)
             out = out.transpose(1, 2).reshape(prompts, hidden.shape[1], -1)
             hidden = layer.mlp(_add_linear(hidden, out, layer.o_wt, layer.o_b))
         return _linear(self.norm(hidden[:, -1]), self.head_wt, self.head_b)
@@ -237,7 +230,7 @@ class LlamaFamilyDecoder:
         values.view(rows, self.hkv, -1, d)[:, :, t] = v[:, :, 0]
         # GQA: query head h reads kv head h // groups, so the queries of one kv head are contiguous
         q = qk[:, :layer.q_heads].reshape(rows * self.hkv, self.groups, d)
-        scores = torch.baddbmm(bias, q, keys[..., :t + 1])  # + mask: one op
+        scores = torch.baddbmm(bias, q, keys[..., :t + 1], alpha=layer.scaling)  # scale and mask: one op
         out = torch.bmm(scores.softmax(dim=-1), values[:, :t + 1])  # [rows * kv_heads, groups, d]
         return _add_linear(hidden, out.view(rows, -1), layer.o_wt, layer.o_b)
 

@@ -65,7 +65,7 @@ from ..records import JobEntry, LaunchRecord
 from . import slurm_state
 from .executors import batch_script, make_executor
 from .jobbase import MathfirstJob, gc_paused, run_dir_of
-from .jobspec import job_spec
+from .jobspec import job_name, job_spec
 from .launcher import POLL_S, STAGE_JOB_KINDS, DriverStopped, Launcher, Request
 from .profiles import ClusterProfile, check_partitions, load_profile
 
@@ -283,16 +283,16 @@ def _child_batch_files(paths: RunPaths, cfg: Any, profile: ClusterProfile) -> li
     from .services import services_needed
 
     stage, folder = cfg.stage, paths.job_logs(cfg.stage)
-    files = [(f"{stage} learner", batch_script(job_spec("learner", cfg, profile, name=f"mf-{stage}-learner"),
+    files = [(f"{stage} learner", batch_script(job_spec("learner", cfg, profile, name=job_name(stage, "learner")),
                                               folder))]
     if stage != "sft":
         tasks = cfg.rollout.num_shards
         files.append((f"{stage} rollout array of {tasks} tasks",
-                      batch_script(job_spec("rollout", cfg, profile, name=f"mf-{stage}-rollout"), folder,
+                      batch_script(job_spec("rollout", cfg, profile, name=job_name(stage, "rollout")), folder,
                                    array_size=tasks)))
     for service in services_needed(cfg) if profile.executor == "slurm" else []:
         files.append((f"{stage} {service} service", batch_script(job_spec(service, cfg, profile,
-                                                                          name=f"mf-{stage}-{service}"), folder)))
+                                                                          name=job_name(stage, service)), folder)))
     return files
 
 
@@ -303,7 +303,7 @@ def _top_kind(mode: str) -> str:
 def _top_spec(cfg: Any, profile: ClusterProfile, mode: str) -> Any:
     """The job that runs a stage: its 1-CPU driver, or (allocation) the whole stage on the learner's nodes."""
     kind = _top_kind(mode)
-    return job_spec(kind, cfg, profile, name=f"mf-{cfg.stage}-{kind}")
+    return job_spec(kind, cfg, profile, name=job_name(cfg.stage, kind))
 
 
 def _top_job(paths: RunPaths, stage: str, mode: str) -> MathfirstJob:

@@ -77,7 +77,7 @@ class Launcher:
         spec = job_spec(role, self.cfg, self.profile, name=job_name(self.cfg.stage, role))
         return make_executor(self.kind, self.folder(), spec)
 
-    def _alive_jobs(self) -> dict[str, submitit.Job]:
+    def alive_jobs(self) -> dict[str, submitit.Job]:
         """Children recorded in the manifest that are still pending or running, by their key (Slurm only: a local
         job's process cannot be re-attached after its parent died)."""
         if self.kind != "slurm":
@@ -95,7 +95,7 @@ class Launcher:
         """Submit (as one array when several) or re-attach, wait for all, return their results in order."""
         if not requests:
             return []
-        alive = self._alive_jobs()
+        alive = self.alive_jobs()
         jobs: list[submitit.Job | None] = [alive.get(_key_text(r.key)) for r in requests]
         todo = [i for i, job in enumerate(jobs) if job is None]
         if todo:

@@ -302,7 +302,7 @@ class Prelaunch:
 
     def _live(self) -> dict[str, Any]:
         if self._inherited is None:  # once per driver process; later, every job it needs is in self._jobs
-            self._inherited = self.launcher._alive_jobs()
+            self._inherited = self.launcher.alive_jobs()
         return self._inherited
 
     def _submit(self, role: str, requests: list[Request]) -> None:

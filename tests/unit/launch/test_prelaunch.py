@@ -60,7 +60,7 @@ class FakeLauncher:
     def executor(self, role: str) -> FakeExecutor:
         return FakeExecutor(self, role)
 
-    def _alive_jobs(self) -> dict[str, FakeJob]:
+    def alive_jobs(self) -> dict[str, FakeJob]:
         self.queries += 1
         return dict(self.alive)
 

@@ -287,9 +287,7 @@ def bench_ours(steps: int, warmup: int, report: dict[str, Any] | None = None,
         report["method"] = {
             "generation": f"HFEngine: one lean prefill per prompt ({PROMPTS} rows, rollout/fast_decode.py) "
                           f"writing its keys/values into the preallocated cache rows of its {GENERATIONS} "
-                          f"samples, then lean decode steps (same file) over that cache; with >= 2 threads the "
-                          f"prompts in two halves, prefilled and decoded concurrently on two threads with one "
-                          f"intra-op thread each (hence two passes per prefill/step above, same rows and tokens); "
+                          f"samples, then lean decode steps (same file) over that cache, all rows at once; "
                           f"temperature={cfg.rollout.temperature}, top_p={cfg.rollout.top_p}, inverse-CDF sampling "
                           f"(one uniform per row), log-prob = log_softmax of the sampled token",
             "old log-probs": "taken from the rollout (log_softmax of each sampled token, stored in the shard); "

@@ -27,7 +27,7 @@ class HFEngine:
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, eos_token_ids: list[int],
                  batch_size: int = 64, device: str | torch.device | None = None, fast_decode: bool = True,
-                 split_decode: bool = True) -> None:
+                 split_decode: bool = False) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.eos_token_ids = list(eos_token_ids)
@@ -37,7 +37,9 @@ class HFEngine:
         """Decode Qwen3/Llama with rollout/fast_decode.py (same modules and weights, less overhead)."""
         self.split_decode = split_decode
         """With fast_decode on a CPU with >= 2 intra-op threads: two half batches on two threads, one intra-op
-        thread each (``SplitDecoder``)."""
+        thread each (``SplitDecoder``). Off by default: on a quiet 2-core machine it doubled the bench's generate
+        (65 against 31 ms median; the two Python threads contend for the GIL between small ops); it only helped
+        when other processes held the cores."""
         self._pool: ThreadPoolExecutor | None = None
         self.device = torch.device(device) if device else next(model.parameters()).device
         # transformers >= 5 names the KV cache argument "cache"; older releases "past_key_values"

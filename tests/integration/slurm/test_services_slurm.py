@@ -80,7 +80,9 @@ def test_service_jobs_survive_a_driver_requeue_and_leave_with_a_cancelled_driver
     re-attaches to it); a plain ``scancel`` of the driver, which cannot cancel it, makes it end itself."""
     model = tiny_judge(tmp_path / "judge")
     run_dir = copy_run(sft_run, tmp_path / "run")
-    judged = [*TINY, "math_rl:reward.judge.backend=hf", f"math_rl:reward.judge.model_path={model}"]
+    # 40 iterations: the stage must outlive the test (one iteration ended the stage during the wait after the
+    # requeue on a quiet machine, and a finished stage cancels its judge itself); cancel_run ends it
+    judged = [*TINY, "math_rl:steps=40", "math_rl:reward.judge.backend=hf", f"math_rl:reward.judge.model_path={model}"]
     driver = submit_stages(run_dir, "stage2", "local-dev", overrides=judged)[0].job_id
     try:
         wait_for(lambda: jobs_of(run_dir, "rollout", "math_rl"), 240, "the rollout array (the judge answers)")

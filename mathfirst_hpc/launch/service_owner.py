@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import write_json
 from . import slurm_state
 
 GONE_STATES = frozenset({"CANCELLED", "COMPLETED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"})
@@ -50,11 +51,8 @@ def owner_file(folder: Path) -> Path:
 
 
 def write_owner(folder: Path, owner_job_id: str) -> None:
-    path = owner_file(folder)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"owner_job_id": str(owner_job_id), "written_unix": time.time()}))
-    tmp.replace(path)  # atomic: the watching job never reads half a record
+    # atomic (temp name, fsync, rename): the watching job never reads half a record
+    write_json(owner_file(folder), {"owner_job_id": str(owner_job_id), "written_unix": time.time()})
 
 
 def read_owner(folder: Path) -> str | None:

@@ -22,15 +22,12 @@ results agree to float rounding, not bit for bit. The engine's tests compare sam
 teacher-forced ``model.forward`` and with the learner's log-probs (< 1e-5), and the samples with ``model.forward``
 decoding.
 
-``SplitDecoder`` runs two half batches of it on two threads (CPU, >= 2 intra-op threads).
-
 Other architectures (or sliding-window attention) keep using ``model.forward``: ``LlamaFamilyDecoder.supports``.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -234,46 +231,3 @@ class LlamaFamilyDecoder:
         out = torch.bmm(scores.softmax(dim=-1), values[:, :t + 1])  # [rows * kv_heads, groups, d]
         return _add_linear(hidden, out.view(rows, -1), layer.o_wt, layer.o_b)
 
-
-class SplitDecoder:
-    """The rows in two halves (whole prompts), each its own ``LlamaFamilyDecoder``: the second half's prefill and
-    steps run on a worker thread while the calling thread runs the first half's.
-
-    Why: a small model's decode step on a CPU is mostly per-op overhead that a second intra-op thread barely
-    shortens (one 32-row step: ~0.67 ms with one thread, ~0.58 ms with two, best case), while two independent
-    half batches keep two cores busy (torch releases the GIL inside each op). The caller runs this with one
-    intra-op thread per Python thread. Every op is row-wise, so each half computes what the whole batch computes
-    for its rows; logits come back in the same row order, and sampling stays on the calling thread."""
-
-    def __init__(self, model: Any, attention: torch.Tensor, max_new_tokens: int, repeat: int,
-                 pool: ThreadPoolExecutor) -> None:
-        self.split = (attention.shape[0] + 1) // 2
-        self.rows, self.pool = self.split * repeat, pool
-        halves = (attention[:self.split], attention[self.split:])
-        # each half drops the left-padding columns none of its prompts needs
-        self.widths = [int(half.sum(-1).max()) for half in halves]
-        self.parts = [LlamaFamilyDecoder(model, half[:, -width:], max_new_tokens, repeat)
-                      for half, width in zip(halves, self.widths)]
-
-    @staticmethod
-    def supports(prompts: int, device: torch.device) -> bool:
-        return device.type == "cpu" and prompts >= 2
-
-    def prefill(self, input_ids: torch.Tensor) -> torch.Tensor:
-        a, b = input_ids[:self.split, -self.widths[0]:], input_ids[self.split:, -self.widths[1]:]
-        return torch.cat(self._both(self.parts[0].prefill, a, self.parts[1].prefill, b))
-
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        a, b = tokens[:self.rows], tokens[self.rows:]
-        return torch.cat(self._both(self.parts[0].step, a, self.parts[1].step, b))
-
-    def _both(self, first: Callable, a: torch.Tensor, second: Callable, b: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-        future = self.pool.submit(_inference, second, b)
-        return first(a), future.result()
-
-
-def _inference(fn: Callable, *args: Any) -> Any:
-    """``fn(*args)`` under inference mode: grad mode is per thread, and the cache tensors are inference tensors."""
-    with torch.inference_mode():
-        return fn(*args)

@@ -11,7 +11,6 @@ global RNG.
 from __future__ import annotations
 
 import inspect
-from concurrent.futures import ThreadPoolExecutor
 import time
 from typing import Any, Callable
 
@@ -19,15 +18,15 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .base import Sample, SamplingParams
-from .fast_decode import LlamaFamilyDecoder, SplitDecoder
+from .fast_decode import LlamaFamilyDecoder
 
 
 class HFEngine:
     spans_ranks = False  # each rank has its own: the ranks of a job may generate different shards
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, eos_token_ids: list[int],
-                 batch_size: int = 64, device: str | torch.device | None = None, fast_decode: bool = True,
-                 split_decode: bool = False) -> None:
+                 batch_size: int = 64, device: str | torch.device | None = None, fast_decode: bool = True
+                 ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.eos_token_ids = list(eos_token_ids)
@@ -35,12 +34,6 @@ class HFEngine:
         self.batch_size = batch_size
         self.fast_decode = fast_decode
         """Decode Qwen3/Llama with rollout/fast_decode.py (same modules and weights, less overhead)."""
-        self.split_decode = split_decode
-        """With fast_decode on a CPU with >= 2 intra-op threads: two half batches on two threads, one intra-op
-        thread each (``SplitDecoder``). Off by default: on a quiet 2-core machine it doubled the bench's generate
-        (65 against 31 ms median; the two Python threads contend for the GIL between small ops); it only helped
-        when other processes held the cores."""
-        self._pool: ThreadPoolExecutor | None = None
         self.device = torch.device(device) if device else next(model.parameters()).device
         # transformers >= 5 names the KV cache argument "cache"; older releases "past_key_values"
         params = inspect.signature(model.forward).parameters
@@ -73,9 +66,7 @@ class HFEngine:
         self.model.load_state_dict(state_dict, strict=False)
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None
+        pass
 
     # internals -------------------------------------------------------------------------------------------------
     @torch.inference_mode()  # cheaper per op than no_grad (no version counters); nothing generated is trained on
@@ -83,31 +74,16 @@ class HFEngine:
                         generator: torch.Generator) -> list[Sample]:
         was_training = self.model.training
         self.model.eval()
-        threads = torch.get_num_threads()
-        split = self._splits(len(prompts), threads)
-        if split:  # one intra-op thread per half: two halves on two cores, no OpenMP team per small op
-            torch.set_num_threads(1)
         try:
-            return self._sample_loop(prompts, sampling, generator, split)
+            return self._sample_loop(prompts, sampling, generator)
         finally:
-            torch.set_num_threads(threads)
             self.model.train(was_training)
 
-    def _splits(self, prompts: int, threads: int) -> bool:
-        return (self.fast_decode and self.split_decode and threads >= 2 and LlamaFamilyDecoder.supports(self.model)
-                and SplitDecoder.supports(prompts, self.device))
-
-    def _worker(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="hf-decode", initializer=torch.set_num_threads,
-                                            initargs=(1,))
-        return self._pool
-
-    def _sample_loop(self, prompts: list[list[int]], sampling: SamplingParams, generator: torch.Generator,
-                     split: bool = False) -> list[Sample]:
+    def _sample_loop(self, prompts: list[list[int]], sampling: SamplingParams, generator: torch.Generator
+                     ) -> list[Sample]:
         """Prefill each prompt once, repeat its KV cache for its ``n`` samples, then decode all rows."""
         input_ids, attention = self._left_padded(prompts)
-        logits, next_logits = self._prefill(input_ids, attention, sampling, split)
+        logits, next_logits = self._prefill(input_ids, attention, sampling)
         rows = logits.shape[0]
         eos = torch.tensor(self.eos_token_ids, device=self.device)
         done = torch.zeros(rows, dtype=torch.bool, device=self.device)
@@ -135,15 +111,12 @@ class HFEngine:
             attention[row, width - len(prompt):] = 1
         return input_ids.to(self.device), attention.to(self.device)
 
-    def _prefill(self, input_ids: torch.Tensor, attention: torch.Tensor, sampling: SamplingParams, split: bool
+    def _prefill(self, input_ids: torch.Tensor, attention: torch.Tensor, sampling: SamplingParams
                  ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
         """First-token logits of every sample row [prompts * n, vocab] and the function that appends a token
         per row and returns the next logits: the lean decoder (rollout/fast_decode.py) or ``model.forward``
         over HF's KV cache."""
         n = sampling.n
-        if split:
-            fast = SplitDecoder(self.model, attention, sampling.max_new_tokens, n, self._worker())
-            return fast.prefill(input_ids).repeat_interleave(n, dim=0), fast.step
         if self.fast_decode and LlamaFamilyDecoder.supports(self.model):
             fast = LlamaFamilyDecoder(self.model, attention, sampling.max_new_tokens, repeat=n)
             return fast.prefill(input_ids).repeat_interleave(n, dim=0), fast.step

@@ -93,25 +93,3 @@ def test_sampler_never_draws_a_zero_probability_token() -> None:
     logits = torch.tensor([[0.0, -200.0, 0.0, -200.0]]).expand(20_000, -1)  # exp(-200) underflows to 0
     token, _ = HFEngine._sample(logits, 1.0, 1.0, torch.Generator().manual_seed(1))
     assert set(token.tolist()) == {0, 2}
-
-
-def test_split_decode_equals_one_batch(tokenizer) -> None:
-    """Two half batches on two threads (one intra-op thread each) give the one-batch samples; odd prompt count,
-    different left padding per half; the caller's thread count is restored."""
-    model = build_model(ModelConfig(vocab_size=400), tokenizer, seed=7)
-    prompts = [prompt_ids(tokenizer, [{"role": "user", "content": q}], 64) for q in QUESTIONS]
-    sampling = SamplingParams(n=3, temperature=0.8, top_p=0.9, max_new_tokens=16, seed=9)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        split_engine = HFEngine(model, tokenizer, eos_ids(tokenizer), split_decode=True)
-        assert split_engine._splits(len(prompts), torch.get_num_threads())
-        split = split_engine.generate(prompts, sampling)
-        assert torch.get_num_threads() == 2
-        whole = HFEngine(model, tokenizer, eos_ids(tokenizer), split_decode=False).generate(prompts, sampling)
-        split_engine.close()
-    finally:
-        torch.set_num_threads(threads)
-    for a, b in zip([s for g in split for s in g], [s for g in whole for s in g]):
-        assert a.token_ids == b.token_ids and a.prompt_token_ids == b.prompt_token_ids
-        assert max(abs(x - y) for x, y in zip(a.logprobs, b.logprobs)) < 1e-6

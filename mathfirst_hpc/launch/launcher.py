@@ -88,7 +88,7 @@ class Launcher:
         out = {}
         for job_id, entry in sorted(jobs.items(), key=lambda item: item[1].submitted_unix):
             if slurm_state.is_alive(states[job_id]):
-                out[_key_text(entry.key)] = attach_job(self.kind, entry.folder, job_id)
+                out[key_text(entry.key)] = attach_job(self.kind, entry.folder, job_id)
         return out
 
     def run(self, role: Role, requests: list[Request]) -> list[Any]:
@@ -96,19 +96,23 @@ class Launcher:
         if not requests:
             return []
         alive = self.alive_jobs()
-        jobs: list[submitit.Job | None] = [alive.get(_key_text(r.key)) for r in requests]
+        jobs: list[submitit.Job | None] = [alive.get(key_text(r.key)) for r in requests]
         todo = [i for i, job in enumerate(jobs) if job is None]
-        if todo:
-            executor = self.executor(role)
-            with executor.batch() if len(todo) > 1 else contextlib.nullcontext():
-                submitted = [executor.submit(requests[i].fn) for i in todo]
-            entries = {}
-            for i, job in zip(todo, submitted, strict=True):
-                jobs[i] = job
-                entries[str(job.job_id)] = JobEntry(role, self.cfg.stage, requests[i].key, self.kind,
-                                                    str(self.folder()))
-            self.manifest.record_jobs(entries)
+        for i, job in zip(todo, self.submit(role, [requests[i] for i in todo]), strict=True):
+            jobs[i] = job
         return self.wait([job for job in jobs if job is not None], role)
+
+    def submit(self, role: Role, requests: list[Request]) -> list[submitit.Job]:
+        """Submit (as one array when several) and record them in the manifest before returning; no wait."""
+        if not requests:
+            return []
+        executor = self.executor(role)
+        with executor.batch() if len(requests) > 1 else contextlib.nullcontext():
+            submitted = [executor.submit(request.fn) for request in requests]
+        self.manifest.record_jobs({str(job.job_id): JobEntry(role, self.cfg.stage, request.key, self.kind,
+                                                             str(self.folder()))
+                                   for request, job in zip(requests, submitted, strict=True)})
+        return submitted
 
     def wait(self, jobs: list[submitit.Job], role: str) -> list[Any]:
         while not all(job.done() for job in jobs):
@@ -129,5 +133,6 @@ class Launcher:
         return results
 
 
-def _key_text(key: dict[str, Any]) -> str:
+def key_text(key: dict[str, Any]) -> str:
+    """A child's key as text: how the manifest's entries and the jobs a driver waits on are matched."""
     return json.dumps(key, sort_keys=True)

@@ -43,7 +43,6 @@ still alive instead of submitting them again; a driver that fails cancels the on
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sys
 import time
@@ -60,12 +59,12 @@ with gc_paused():  # torch and transformers load here: a rollout task or learner
     from ..loop import InProcessLearner, latest_position, rollout_shard, score_shard, shard_is_complete
     from ..manifest import Manifest
     from ..paths import RunPaths
-    from ..records import DriverRecord, JobEntry, LearnerResult, RlState, RolloutResult
+    from ..records import DriverRecord, LearnerResult, RlState, RolloutResult
     from ..registry import EngineOptions, WeightsSource, build_engine
     from ..rollout.base import RolloutEngine
     from ..stage import (StageContext, barrier, build_backend, ensure_tokenizer, initial_weights, make_context,
                          rank_and_world)
-    from .launcher import DriverStopped, Launcher, Request
+    from .launcher import DriverStopped, Launcher, Request, key_text
 
 log = logging.getLogger("mathfirst_hpc.launch")
 PRELAUNCH_POLL_S = 0.1
@@ -273,7 +272,7 @@ class Prelaunch:
     def results(self, role: str, keys: list[dict[str, Any]]) -> list[Any]:
         """Wait for the prelaunched jobs of these keys (those never submitted are left out); a None result is a
         job that waited too long for its input."""
-        jobs = [job for job in (self._take(_key_text(key)) for key in keys) if job is not None]
+        jobs = [job for job in (self._take(key_text(key)) for key in keys) if job is not None]
         return self.launcher.wait(jobs, role) if jobs else []
 
     def cancel(self) -> None:
@@ -310,28 +309,15 @@ class Prelaunch:
         before anything can stop the driver (no wait here)."""
         todo = []
         for request in requests:
-            text = _key_text(request.key)
+            text = key_text(request.key)
             job = self._jobs.get(text)
             job = job if job is not None else self._live().pop(text, None)
             if job is None:
                 todo.append(request)
             else:
                 self._jobs[text] = job
-        if not todo:
-            return
-        launcher = self.launcher
-        executor = launcher.executor(role)  # type: ignore[arg-type]
-        with executor.batch() if len(todo) > 1 else contextlib.nullcontext():
-            submitted = [executor.submit(request.fn) for request in todo]
-        launcher.manifest.record_jobs({str(job.job_id): JobEntry(role, self.ctx.stage, request.key, launcher.kind,
-                                                                 str(launcher.folder()))
-                                       for request, job in zip(todo, submitted, strict=True)})
-        for request, job in zip(todo, submitted, strict=True):
-            self._jobs[_key_text(request.key)] = job
-
-
-def _key_text(key: dict[str, Any]) -> str:
-    return json.dumps(key, sort_keys=True)  # as launcher.py keys its children
+        for request, job in zip(todo, self.launcher.submit(role, todo), strict=True):  # type: ignore[arg-type]
+            self._jobs[key_text(request.key)] = job
 
 
 def _all_ranks(flag: bool) -> bool:

@@ -15,7 +15,8 @@ from typing import Any, Iterator
 import pytest
 
 from mathfirst_hpc.launch.launcher import DriverStopped
-from mathfirst_hpc.launch.phases import LearnerJob, Prelaunch, RolloutTask, _key_text, await_input
+from mathfirst_hpc.launch.launcher import Launcher, key_text
+from mathfirst_hpc.launch.phases import LearnerJob, Prelaunch, RolloutTask, await_input
 from mathfirst_hpc.manifest import Manifest
 from mathfirst_hpc.paths import RunPaths
 
@@ -49,6 +50,7 @@ class FakeLauncher:
 
     def __init__(self, paths: RunPaths, alive: dict[str, FakeJob] | None = None) -> None:
         self.paths, self.manifest = paths, Manifest(paths)
+        self.cfg = SimpleNamespace(stage="math_rl")
         self.alive = alive or {}
         self.submitted: list[tuple[str, FakeJob]] = []
         self.ids = itertools.count(100)
@@ -59,6 +61,8 @@ class FakeLauncher:
 
     def executor(self, role: str) -> FakeExecutor:
         return FakeExecutor(self, role)
+
+    submit = Launcher.submit  # the real one: array submission and manifest records, through the fake executor
 
     def alive_jobs(self) -> dict[str, FakeJob]:
         self.queries += 1
@@ -90,8 +94,8 @@ def test_each_phase_is_submitted_once_and_recorded(tmp_path: Path) -> None:
     assert all(isinstance(t, RolloutTask) and t.policy_step is None and t.max_wait_s == 30 for t in tasks)
     learner = launcher.submitted[-1][1].fn
     assert isinstance(learner, LearnerJob) and learner.max_wait_s == 30 and learner.iteration == 0
-    keys = {json_key for json_key in (_key_text(e.key) for e in launcher.manifest.jobs().values())}
-    assert _key_text(prelaunch.learner_key(0)) in keys and len(keys) == 3
+    keys = {json_key for json_key in (key_text(e.key) for e in launcher.manifest.jobs().values())}
+    assert key_text(prelaunch.learner_key(0)) in keys and len(keys) == 3
     assert all(e.key["prelaunch"] for e in launcher.manifest.jobs().values())
     assert prelaunch.results("learner", [prelaunch.learner_key(0)]) == ["102"]
     assert prelaunch.results("learner", [prelaunch.learner_key(0)]) == []  # collected: gone
@@ -103,7 +107,7 @@ def test_each_phase_is_submitted_once_and_recorded(tmp_path: Path) -> None:
 def test_restarted_driver_reattaches_instead_of_submitting_again(tmp_path: Path) -> None:
     prelaunch, _ = _prelaunch(tmp_path)
     learner, task = FakeJob("7", None), FakeJob("8_0", None)
-    alive = {_key_text(prelaunch.learner_key(1)): learner, _key_text(prelaunch.rollout_key(1, 0)): task}
+    alive = {key_text(prelaunch.learner_key(1)): learner, key_text(prelaunch.rollout_key(1, 0)): task}
     prelaunch, launcher = _prelaunch(tmp_path, alive)
     prelaunch.submit_rollouts(1)
     prelaunch.submit_learner(1)

@@ -15,7 +15,8 @@ import click
                    "arcagi, codeio, cruxeval_i, cruxeval_o, hitab, multihiertt, finqa, or all.")
 @click.option("--heldout", is_flag=True,
               help="With --run-dir: the paper-style table on the run's generated held-out sets (seeds disjoint from "
-                   "training), one column per stage; writes RUN_DIR/eval/heldout.json. --n 1 = greedy.")
+                   "training), one column per stage; writes RUN_DIR/eval/heldout.json (with --out: "
+                   "OUT/heldout.json, leaving the run's own table as it is). --n 1 = greedy.")
 @click.option("--n", "n", default=None, type=click.IntRange(min=1),
               help="Samples per problem (avg@n, pass@k) [default: 1; with --heldout the run's data.heldout_samples].")
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False),
@@ -48,9 +49,9 @@ def eval_cmd(checkpoints: tuple[str, ...], run_dir: str | None, benchmarks: str 
             raise click.UsageError("--heldout needs --run-dir")
         from ..eval.heldout import evaluate_heldout, heldout_markdown, read_heldout
 
-        evaluate_heldout(run_dir, samples=n, size=limit, progress=lambda m: click.echo(m, err=True))
-        click.echo(heldout_markdown(*read_heldout(run_dir)))
-        click.echo(f"table: {run_dir}/eval/heldout.json")
+        evaluate_heldout(run_dir, samples=n, size=limit, progress=lambda m: click.echo(m, err=True), table_dir=out)
+        click.echo(heldout_markdown(*read_heldout(run_dir, table_dir=out)))
+        click.echo(f"table: {out or f'{run_dir}/eval'}/heldout.json")
         return
     if benchmarks is None:
         raise click.UsageError("give --benchmarks (or --heldout with --run-dir)")

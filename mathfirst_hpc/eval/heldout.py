@@ -155,9 +155,12 @@ def _cached(path: Path, checkpoint: str) -> list[dict[str, Any]] | None:
 
 
 def evaluate_heldout(run_dir: Path | str, samples: int | None = None, size: int | None = None,
-                     progress: Progress | None = None) -> dict[str, dict[str, float]]:
+                     progress: Progress | None = None,
+                     table_dir: Path | str | None = None) -> dict[str, dict[str, float]]:
     """Evaluate every final stage checkpoint on the held-out sets; write and return the heldout table.
-    ``samples`` None = the run's ``data.heldout_samples`` (1 = greedy)."""
+    ``samples`` None = the run's ``data.heldout_samples`` (1 = greedy). ``table_dir`` None = the run's own table
+    (``RUN_DIR/eval``, which the report and model cards read); another folder keeps a second decoding (say greedy
+    beside the run's avg@k) from replacing it. The per-stage answer caches stay in the run, keyed by samples."""
     from ..paths import RunPaths
 
     run_dir = Path(run_dir)
@@ -194,9 +197,12 @@ def evaluate_heldout(run_dir: Path | str, samples: int | None = None, size: int 
         table[stage] = {d: s["accuracy"] for d, s in summary.items()}
         detail[stage] = summary
     decoding = "greedy" if samples == 1 else f"pass@1 averaged over {samples} samples at T={temperature}"
-    write_json(paths.eval_dir / "heldout.json", table)
-    write_json(paths.eval_dir / "heldout_detail.json", {"decoding": decoding, "stages": detail})
-    refresh_cards(run_dir)  # the final checkpoints' model cards get the new table
+    own_table = table_dir is None or Path(table_dir).resolve() == paths.eval_dir.resolve()
+    target = paths.eval_dir if table_dir is None else Path(table_dir)
+    write_json(target / "heldout.json", table)
+    write_json(target / "heldout_detail.json", {"decoding": decoding, "stages": detail})
+    if own_table:
+        refresh_cards(run_dir)  # the final checkpoints' model cards get the new table
     return table
 
 
@@ -223,13 +229,15 @@ def heldout_markdown(table: dict[str, dict[str, float]], detail: dict[str, Any] 
     return "\n".join(lines)
 
 
-def read_heldout(run_dir: Path | str) -> tuple[dict[str, dict[str, float]], dict[str, Any] | None]:
+def read_heldout(run_dir: Path | str, table_dir: Path | str | None = None,
+                 ) -> tuple[dict[str, dict[str, float]], dict[str, Any] | None]:
+    """The table :func:`evaluate_heldout` wrote (to ``table_dir``, default the run's ``eval/``) and its detail."""
     from ..paths import RunPaths
 
-    paths = RunPaths(run_dir)
-    table_path = paths.eval_dir / "heldout.json"
+    folder = RunPaths(run_dir).eval_dir if table_dir is None else Path(table_dir)
+    table_path = folder / "heldout.json"
     if not table_path.exists():
         raise RunDirError(f"{run_dir}: no held-out table yet", hint="run: mathfirst-hpc eval --run-dir D --heldout")
-    detail_path = paths.eval_dir / "heldout_detail.json"
+    detail_path = folder / "heldout_detail.json"
     detail = json.loads(detail_path.read_text()) if detail_path.exists() else None
     return json.loads(table_path.read_text()), detail

@@ -197,12 +197,11 @@ def evaluate_heldout(run_dir: Path | str, samples: int | None = None, size: int 
         table[stage] = {d: s["accuracy"] for d, s in summary.items()}
         detail[stage] = summary
     decoding = "greedy" if samples == 1 else f"pass@1 averaged over {samples} samples at T={temperature}"
-    own_table = table_dir is None or Path(table_dir).resolve() == paths.eval_dir.resolve()
-    target = paths.eval_dir if table_dir is None else Path(table_dir)
+    target = _table_folder(run_dir, table_dir)
     write_json(target / "heldout.json", table)
     write_json(target / "heldout_detail.json", {"decoding": decoding, "stages": detail})
-    if own_table:
-        refresh_cards(run_dir)  # the final checkpoints' model cards get the new table
+    if target.resolve() == paths.eval_dir.resolve():
+        refresh_cards(run_dir)  # the final checkpoints' model cards get the run's new table
     return table
 
 
@@ -229,12 +228,17 @@ def heldout_markdown(table: dict[str, dict[str, float]], detail: dict[str, Any] 
     return "\n".join(lines)
 
 
+def _table_folder(run_dir: Path | str, table_dir: Path | str | None) -> Path:
+    """Where the held-out table lives: ``table_dir``, or by default the run's ``eval/`` (read by report and cards)."""
+    from ..paths import RunPaths
+
+    return RunPaths(run_dir).eval_dir if table_dir is None else Path(table_dir)
+
+
 def read_heldout(run_dir: Path | str, table_dir: Path | str | None = None,
                  ) -> tuple[dict[str, dict[str, float]], dict[str, Any] | None]:
     """The table :func:`evaluate_heldout` wrote (to ``table_dir``, default the run's ``eval/``) and its detail."""
-    from ..paths import RunPaths
-
-    folder = RunPaths(run_dir).eval_dir if table_dir is None else Path(table_dir)
+    folder = _table_folder(run_dir, table_dir)
     table_path = folder / "heldout.json"
     if not table_path.exists():
         raise RunDirError(f"{run_dir}: no held-out table yet", hint="run: mathfirst-hpc eval --run-dir D --heldout")

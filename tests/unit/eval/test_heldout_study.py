@@ -100,8 +100,8 @@ def test_study_end_to_end_on_a_minimal_tiny_run(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_tiny_sft_reaches_non_trivial_heldout_math_on_a_smaller_budget(tmp_path: Path) -> None:
-    """The tiny preset's SFT, on fewer steps than the demo's 425 (and a smaller pool), answers unseen chain sums: greedy held-out math
-    well above a random-init model's 0% (measured 48% at 400 steps on 2 quiet cores, 36 s)."""
+    """The tiny preset's SFT, on fewer steps than the demo's 425 (and a smaller pool), answers unseen chain sums:
+    greedy held-out math well above a random-init model's 0% (measured 48% at 400 steps on 2 quiet cores, 36 s)."""
     from mathfirst_hpc.eval.heldout import evaluate_heldout
     from mathfirst_hpc.run import run_curriculum
 

@@ -14,8 +14,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from mathfirst_hpc.launch.launcher import DriverStopped
-from mathfirst_hpc.launch.launcher import Launcher, key_text
+from mathfirst_hpc.launch.launcher import DriverStopped, Launcher, key_text
 from mathfirst_hpc.launch.phases import LearnerJob, Prelaunch, RolloutTask, await_input
 from mathfirst_hpc.manifest import Manifest
 from mathfirst_hpc.paths import RunPaths
